@@ -1,0 +1,305 @@
+"""A capture: what autoprof records between a trigger and the dump it writes.
+
+It profiles the next N requests (each with its own pyinstrument Profiler), holds the heap census
+and thread stacks taken at the trigger, tracks heap growth with tracemalloc while open, and
+closes when N requests have finished or its deadline passes. Rendering and writing happen on the
+controller's worker thread; the request only starts and stops its profiler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import re
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from pyinstrument import Profiler
+
+from autoprof import heap, stacks
+from autoprof.config import Settings
+from autoprof.errors import ErrorLog
+from autoprof.render import extension, render_session
+from autoprof.rules import Trigger
+from autoprof.store import CaptureInfo, CaptureWriter
+from autoprof.worker import Worker
+
+AsyncMode = Literal["enabled", "disabled", "strict"]
+
+
+@functools.cache
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages that shape a dump, for the manifest."""
+    found = {"python": sys.version.split()[0]}
+    for dist in ("autoprof-web", "pyinstrument", "psutil", "starlette", "fastapi", "werkzeug",
+                 "flask", "uvicorn", "gunicorn"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[dist] = importlib.metadata.version(dist)
+    return found
+
+
+@dataclass
+class RequestRecord:
+    """One profiled request, as the manifest lists it."""
+
+    index: int
+    method: str
+    path: str
+    started_at: float
+    route: str | None = None
+    status: int | None = None
+    duration_s: float | None = None
+    cpu_s: float | None = None
+    error: str | None = None
+    thread: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+class ProfiledRequest:
+    """Handle an adapter holds for a request the capture chose to profile.
+
+    ``start()`` and ``finish()`` never raise: a profiler that fails only costs the profile.
+    """
+
+    __slots__ = ("_cpu0", "_profiler", "_t0", "capture", "record", "status")
+
+    def __init__(self, capture: Capture, record: RequestRecord) -> None:
+        self.capture = capture
+        self.record = record
+        self.status: int | None = None
+        self._profiler: Profiler | None = None
+        self._t0 = 0.0
+        self._cpu0: float | None = None
+
+    def start(self, *, async_mode: AsyncMode, measure_cpu: bool) -> None:
+        """Start this request's profiler on the calling thread (or async context)."""
+        try:
+            profiler = Profiler(
+                interval=self.capture.settings.profiler_interval, async_mode=async_mode
+            )
+            profiler.start(caller_frame=sys._getframe(1))
+            self._profiler = profiler
+        except Exception as exc:
+            self.capture.problem("profiler.start", exc, self.record)
+        self._cpu0 = time.thread_time() if measure_cpu else None
+        self._t0 = time.perf_counter()
+
+    def finish(
+        self, *, route: str | None = None, error: type[BaseException] | None = None
+    ) -> None:
+        """Stop the profiler and hand the result to the capture."""
+        record = self.record
+        try:
+            record.duration_s = time.perf_counter() - self._t0
+            if self._cpu0 is not None:
+                record.cpu_s = time.thread_time() - self._cpu0
+            record.status = self.status
+            record.route = route
+            if error is not None:
+                record.error = error.__qualname__
+            session = None
+            if self._profiler is not None:
+                try:
+                    session = self._profiler.stop()
+                except Exception as exc:
+                    self.capture.problem("profiler.stop", exc, record)
+            self.capture.request_finished(record, session)
+        except Exception as exc:
+            self.capture.errors.record("capture.finish", exc)
+
+
+class Capture:
+    """The state of one open capture; see the module docstring."""
+
+    def __init__(
+        self,
+        triggers: list[Trigger],
+        *,
+        settings: Settings,
+        writer: CaptureWriter,
+        worker: Worker,
+        errors: ErrorLog,
+        on_close: Callable[[Capture], None],
+        context: dict[str, Any],
+    ) -> None:
+        self.trigger = triggers[0]
+        self.also_fired = triggers[1:]
+        self.settings = settings
+        self.writer = writer
+        self.worker = worker
+        self.errors = errors
+        self.context = context
+        self._on_close = on_close
+        self._filter = re.compile(settings.path_filter) if settings.path_filter else None
+        self._lock = threading.Lock()
+        self._remaining = settings.requests
+        self._active = 0
+        self.claimed: list[RequestRecord] = []
+        self.finished: list[RequestRecord] = []
+        self.problems: list[str] = []
+        self.opened_at = time.time()
+        self.deadline = time.monotonic() + settings.capture_timeout
+        self.closed_at: float | None = None
+        self.close_reason: str | None = None
+        self.census: dict[str, Any] | None = None
+        self.thread_stacks: list[dict[str, Any]] | None = None
+        self.heap_tracker: heap.HeapTracker | None = None
+        self.info: CaptureInfo | None = None
+
+    @property
+    def id(self) -> str:
+        return self.writer.id
+
+    @property
+    def closed(self) -> bool:
+        return self.close_reason is not None
+
+    def collect_at_trigger(self) -> None:
+        """Take what only the trigger moment shows: thread stacks, the heap census; start
+        tracemalloc. Runs on the monitor thread, before any request is claimed."""
+        settings = self.settings
+        if settings.thread_stacks:
+            self._guarded("stacks", self._take_stacks)
+        if settings.heap_census:
+            self._guarded("heap.census", self._take_census)
+        if settings.heap_growth:
+            tracker = heap.HeapTracker()
+            if self._guarded("heap.tracemalloc", tracker.start):
+                self.heap_tracker = tracker
+
+    def _take_stacks(self) -> None:
+        self.thread_stacks = stacks.thread_stacks()
+
+    def _take_census(self) -> None:
+        self.census = heap.object_census()
+
+    def claim(self, method: str, path: str) -> ProfiledRequest | None:
+        """Reserve a profiling slot for this request, or None (full, filtered, or over)."""
+        if self._filter is not None and not self._filter.search(path):
+            return None
+        if time.monotonic() >= self.deadline:
+            self.close("deadline")
+            return None
+        with self._lock:
+            if self.close_reason is not None or self._remaining <= 0:
+                return None
+            self._remaining -= 1
+            self._active += 1
+            record = RequestRecord(len(self.claimed) + 1, method, path, time.time())
+            record.thread = threading.current_thread().name
+            self.claimed.append(record)
+        return ProfiledRequest(self, record)
+
+    def request_finished(self, record: RequestRecord, session: Any) -> None:
+        with self._lock:
+            if self.close_reason is not None:
+                return
+            self._active -= 1
+            self.finished.append(record)
+            complete = self._remaining <= 0 and self._active <= 0
+            if session is not None and self.settings.profile_formats:
+                # Queued under the lock so that it runs before the finalisation.
+                self.worker.submit("capture.render", lambda: self._write_profile(record, session))
+        if complete:
+            self.close("requests")
+
+    def close(self, reason: str) -> None:
+        """Stop taking requests and tell the controller (which queues :meth:`finalize`).
+
+        Idempotent and cheap: it may run on the event loop when the last request finishes."""
+        with self._lock:
+            if self.close_reason is not None:
+                return
+            self.close_reason = reason
+            self.closed_at = time.time()
+        self._on_close(self)
+
+    def problem(self, where: str, exc: BaseException, record: RequestRecord | None = None) -> None:
+        """Count an internal failure and note it in the manifest."""
+        self.errors.record(where, exc)
+        note = f"{where}: {type(exc).__name__}: {exc}"
+        (record.problems if record is not None else self.problems).append(note)
+
+    def _guarded(self, where: str, action: Callable[[], Any]) -> bool:
+        try:
+            action()
+            return True
+        except Exception as exc:
+            self.problem(where, exc)
+            return False
+
+    def _write_profile(self, record: RequestRecord, session: Any) -> None:
+        for fmt in self.settings.profile_formats:
+            try:
+                name = self.writer.write_text(
+                    f"request-{record.index}", extension(fmt), render_session(session, fmt)
+                )
+            except Exception as exc:
+                self.problem(f"render.{fmt}", exc, record)
+                continue
+            if name is not None:
+                record.files[fmt] = name
+
+    def finalize(self) -> None:
+        """Write heap, stacks and manifest and make the capture visible (worker thread)."""
+        growth = None
+        if self.heap_tracker is not None:
+            try:
+                growth = self.heap_tracker.stop()
+            except Exception as exc:
+                self.problem("heap.growth", exc)
+        try:
+            self._write_reports(growth)
+            self.info = self.writer.commit(self.manifest())
+        except BaseException:
+            self.writer.abort()
+            raise
+
+    def _write_reports(self, growth: dict[str, Any] | None) -> None:
+        writer = self.writer
+        if self.census is not None or growth is not None:
+            writer.write_text("heap", "txt", heap.render_heap_text(self.census, growth))
+            writer.write_json("heap", {"census": self.census, "growth": growth})
+        if self.thread_stacks is not None:
+            writer.write_text("threads", "txt", stacks.render_thread_stacks(self.thread_stacks))
+
+    def manifest(self) -> dict[str, Any]:
+        """The JSON document that says why this capture exists and what it holds."""
+        settings = self.settings
+        finished = {id(r) for r in self.finished}
+        return {
+            "format": 1,
+            "trigger": self.trigger.as_dict(),
+            "also_fired": [t.as_dict() for t in self.also_fired],
+            "pid": self.context.get("pid"),
+            "hostname": socket.gethostname(),
+            "opened_at": self.opened_at,
+            "closed_at": self.closed_at,
+            "close_reason": self.close_reason,
+            "requests": [asdict(r) for r in self.finished],
+            "unfinished_requests": [asdict(r) for r in self.claimed if id(r) not in finished],
+            "settings": {
+                "requests": settings.requests,
+                "capture_timeout": settings.capture_timeout,
+                "collect_interval": settings.collect_interval,
+                "window": settings.window,
+                "path_filter": settings.path_filter,
+                "profiler_interval": settings.profiler_interval,
+                "rules": {m: asdict(r) for m, r in settings.rules.items()},
+            },
+            "heap": {
+                "census": self.census is not None,
+                "tracemalloc": self.heap_tracker is not None,
+            },
+            "skipped_files": list(self.writer.skipped),
+            "problems": self.problems,
+            "versions": versions(),
+            **{k: v for k, v in self.context.items() if k != "pid"},
+        }

@@ -1,0 +1,286 @@
+"""Settings and rules, validated when they are made, from keywords, the environment or app.config.
+
+Every option has a default a production app can rely on (see the table in README.md). Options
+given as strings (environment variables ``AUTOPROF_*``, Flask ``app.config`` keys) go through
+:meth:`Settings.options_from_mapping`, which parses and names the key in every error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+METRICS = ("cpu", "mem", "inflight", "threads")
+PROFILE_FORMATS = ("html", "speedscope", "text")
+ENV_PREFIX = "AUTOPROF_"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message says which and how to fix it."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"expected a number, got {text!r}") from None
+
+
+
+@dataclass(frozen=True)
+class Rule:
+    """When a metric's newest sample opens a capture (Holmes's ``WithMemDump(min, diff, abs)``).
+
+    :param min: floor: never fire below this value (for cpu and mem, a percentage).
+    :param diff: fire on a sudden rise of this many percent over the average of the window.
+        ``None`` disables the rise test.
+    :param abs: fire whenever the value reaches this absolute level. ``None`` disables it.
+    :param cooldown: seconds after a firing during which this rule stays quiet; ``None`` means
+        the global ``cooldown`` setting.
+
+    ``Rule(3, 25, 80)`` is the seed article's memory rule: floor 3 %, a 25 % jump over the
+    recent average, or 80 % of the memory limit.
+    """
+
+    min: float = 0.0
+    diff: float | None = 25.0
+    abs: float | None = None
+    cooldown: float | None = None
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.min) or self.min < 0:
+            raise ConfigError(f"Rule min must be a number >= 0, got {self.min!r}")
+        if self.diff is None and self.abs is None:
+            raise ConfigError("Rule needs diff or abs (or both): with neither it can never fire")
+        for name in ("diff", "abs", "cooldown"):
+            value = getattr(self, name)
+            if value is not None and (not _is_number(value) or value < 0):
+                raise ConfigError(f"Rule {name} must be a number >= 0 or None, got {value!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> Rule | None:
+        """Parse ``"10,25,70"``, ``"min=10,diff=25,abs=70,cooldown=30"`` or ``"off"``.
+
+        Positional parts are min, diff, abs, cooldown; ``-`` or ``none`` leaves a part unset.
+        """
+        text = text.strip()
+        if text.lower() in ("off", "none", "false", "0", "no", "disabled"):
+            return None
+        names = [f.name for f in fields(cls)]
+        values: dict[str, float | None] = {}
+        for position, part in enumerate(p.strip() for p in text.split(",")):
+            name, sep, raw = part.partition("=")
+            if not sep:
+                if position >= len(names):
+                    raise ConfigError(f"too many parts in rule {text!r}: min,diff,abs,cooldown")
+                name, raw = names[position], part
+            name = name.strip()
+            if name not in names:
+                raise ConfigError(f"unknown rule part {name!r} in {text!r}; use {names}")
+            values[name] = None if raw.strip().lower() in ("", "-", "none") else _number(raw)
+        rule = cls(**values)  # type: ignore[arg-type]
+        return rule
+
+
+CPU_DEFAULT = Rule(min=10, diff=25, abs=70)
+MEM_DEFAULT = Rule(min=10, diff=25, abs=80)
+
+
+def _default_dump_dir() -> str:
+    return str(Path(tempfile.gettempdir()) / f"autoprof-{os.getuid()}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything autoprof can be told. All keyword-only; see README.md for the table.
+
+    Durations are seconds; rules are :class:`Rule` or ``None`` (off).
+    """
+
+    enabled: bool = True
+    collect_interval: float = 10.0
+    window: int = 10
+    cooldown: float = 60.0
+    cpu_rule: Rule | None = CPU_DEFAULT
+    mem_rule: Rule | None = MEM_DEFAULT
+    inflight_rule: Rule | None = None
+    threads_rule: Rule | None = None
+    requests: int = 5
+    path_filter: str | None = None
+    capture_timeout: float = 60.0
+    profiler_interval: float = 0.001
+    dump_dir: str = field(default_factory=_default_dump_dir)
+    max_bytes: int = 200 * 2**20
+    max_captures: int = 50
+    profile_formats: tuple[str, ...] = PROFILE_FORMATS
+    heap_census: bool = True
+    heap_growth: bool = True
+    thread_stacks: bool = True
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.enabled, bool), "enabled must be True or False")
+        for name in ("collect_interval", "capture_timeout", "profiler_interval"):
+            value = getattr(self, name)
+            _check(_is_number(value) and value > 0, f"{name} must be seconds > 0, got {value!r}")
+        _check(
+            _is_number(self.cooldown) and self.cooldown >= 0,
+            f"cooldown must be seconds >= 0, got {self.cooldown!r}",
+        )
+        for name in ("window", "requests", "max_captures", "max_bytes"):
+            value = getattr(self, name)
+            _check(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                f"{name} must be a whole number >= 1, got {value!r}",
+            )
+        _check(self.max_bytes >= 2**16, f"max_bytes must be at least 64 KiB, got {self.max_bytes}")
+        for metric in METRICS:
+            rule = getattr(self, f"{metric}_rule")
+            _check(
+                rule is None or isinstance(rule, Rule),
+                f"{metric}_rule must be autoprof.Rule(min, diff, abs) or None, got {rule!r}",
+            )
+        formats = self.profile_formats
+        if isinstance(formats, str):
+            formats = tuple(f.strip() for f in formats.split(",") if f.strip())
+            object.__setattr__(self, "profile_formats", formats)
+        unknown = set(formats) - set(PROFILE_FORMATS)
+        _check(not unknown, f"profile_formats {sorted(unknown)} unknown; use {PROFILE_FORMATS}")
+        if self.path_filter is not None:
+            try:
+                re.compile(self.path_filter)
+            except re.error as exc:
+                raise ConfigError(
+                    f"path_filter {self.path_filter!r} is not a valid regular expression: {exc}"
+                ) from None
+        object.__setattr__(self, "dump_dir", os.fspath(self.dump_dir))
+        _check(bool(self.dump_dir), "dump_dir must be a directory path")
+
+    @property
+    def rules(self) -> dict[str, Rule]:
+        """The enabled rules by metric name."""
+        return {
+            metric: rule
+            for metric in METRICS
+            if (rule := getattr(self, f"{metric}_rule")) is not None
+        }
+
+    @classmethod
+    def build(cls, **options: Any) -> Settings:
+        """Like ``Settings(**options)`` but an unknown name gets a did-you-mean message."""
+        _check_names(options)
+        return cls(**options)
+
+    def replace(self, **options: Any) -> Settings:
+        """A copy with some options changed (validated like the original)."""
+        _check_names(options)
+        return dataclasses.replace(self, **options)
+
+    @classmethod
+    def options_from_mapping(
+        cls, mapping: Mapping[str, Any], *, prefix: str = ENV_PREFIX, source: str = "environment"
+    ) -> dict[str, Any]:
+        """Parse the ``AUTOPROF_*`` keys of a mapping (os.environ, Flask app.config) to options.
+
+        Values may be strings (``"10"``, ``"1m"``, ``"200MiB"``, ``"10,25,70"``, ``"off"``) or, in
+        app.config, already typed values. Unknown ``AUTOPROF_*`` keys are an error, since a typo
+        would otherwise be silently ignored.
+        """
+        types = {f.name: f.type for f in fields(cls)}
+        options: dict[str, Any] = {}
+        for key, raw in mapping.items():
+            if not key.startswith(prefix):
+                continue
+            name = key[len(prefix) :].lower()
+            if name not in types:
+                known = {prefix + n.upper() for n in types}
+                raise ConfigError(
+                    f"{key} in the {source} is not an autoprof setting{_did_you_mean(key, known)}"
+                )
+            try:
+                options[name] = _parse_value(name, str(types[name]), raw)
+            except (ConfigError, ValueError) as exc:
+                raise ConfigError(f"{key}={raw!r} in the {source}: {exc}") from None
+        return options
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Settings:
+        """Settings from keyword defaults overridden by ``AUTOPROF_*`` environment variables."""
+        env = os.environ if environ is None else environ
+        return cls.build(**{**options, **cls.options_from_mapping(env)})
+
+
+def _check_names(options: Mapping[str, Any]) -> None:
+    known = {f.name for f in fields(Settings)}
+    for name in options:
+        if name not in known:
+            raise ConfigError(f"unknown autoprof option {name!r}{_did_you_mean(name, known)}")
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _parse_value(name: str, type_name: str, raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    if name.endswith("_rule"):
+        return Rule.parse(raw)
+    if type_name == "bool":
+        if raw.strip().lower() in _TRUE:
+            return True
+        if raw.strip().lower() in _FALSE:
+            return False
+        raise ConfigError("expected true/false (1/0, yes/no, on/off)")
+    if name == "max_bytes":
+        return parse_size(raw)
+    if type_name == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"expected a whole number, got {raw!r}") from None
+    if type_name == "float":
+        return parse_duration(raw)
+    if name == "path_filter":
+        return raw or None
+    return raw
+
+
+def parse_duration(text: str) -> float:
+    """``"10"``, ``"10s"``, ``"500ms"``, ``"1m"``, ``"2h"`` -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"expected a duration like 10, 10s, 500ms or 1m, got {text!r}")
+    return float(match[1]) * _DURATION_UNITS[(match[2] or "s").lower()]
+
+
+def parse_size(text: str) -> int:
+    """``"1048576"``, ``"200MB"``, ``"200MiB"``, ``"1g"`` -> bytes (powers of 1024)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigError(f"expected a size like 200MiB, 1GiB or a number of bytes, got {text!r}")
+    unit = (match[2] or "b").lower()[0]
+    return int(float(match[1]) * 1024 ** "bkmgt".index(unit))
+
+
+def _did_you_mean(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"

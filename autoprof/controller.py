@@ -1,0 +1,326 @@
+"""The AutoProf controller: one per process, owning settings, monitor, capture and dump store."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import tracemalloc
+import weakref
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from autoprof.capture import Capture, ProfiledRequest
+from autoprof.config import ConfigError, Settings
+from autoprof.errors import ErrorLog
+from autoprof.metrics import Sample
+from autoprof.monitor import Monitor
+from autoprof.rules import Trigger
+from autoprof.store import DumpStore
+from autoprof.worker import Worker
+
+logger = logging.getLogger("autoprof")
+
+_instances: weakref.WeakSet[AutoProf] = weakref.WeakSet()
+
+
+class AutoProf:
+    """Makes a web app profile itself when its CPU or memory spikes.
+
+    Create one per process, from keyword options (see :class:`autoprof.Settings` and the table
+    in README.md) or from the environment with :meth:`from_env`, and hand it to an adapter::
+
+        ap = AutoProf(mem_rule=Rule(3, 25, 80), dump_dir="/var/tmp/autoprof")
+        app.add_middleware(AutoProfMiddleware, autoprof=ap)   # Starlette / FastAPI
+        AutoProf(flask_app)                                   # Flask (reads AUTOPROF_* config)
+        app = AutoProfWSGIMiddleware(wsgi_app, autoprof=ap)   # any WSGI app (Django...)
+
+    A background monitor thread starts in the process that serves the first request (so a
+    ``gunicorn --preload`` master never runs one), samples the process every
+    ``collect_interval`` and checks the rules. When one fires, a capture opens: the next
+    ``requests`` requests are profiled, the heap and thread stacks recorded, and the result
+    written to ``dump_dir``. Invalid options raise :class:`autoprof.ConfigError` here, at
+    start-up; at run time autoprof's own failures are logged and counted, never raised into
+    the app.
+    """
+
+    def __init__(self, app: Any = None, *, settings: Settings | None = None, **options: Any):
+        if settings is not None and options:
+            raise ConfigError("pass either settings=Settings(...) or keyword options, not both")
+        self._options = options
+        self.settings = settings if settings is not None else Settings.build(**options)
+        self.errors = ErrorLog()
+        self.store = self._make_store()
+        #: Requests in flight: id(scope or environ) -> (scope or environ, perf_counter at start).
+        self.inflight: dict[int, tuple[Any, float]] = {}
+        #: The open capture; ``None`` is the idle fast path the adapters check.
+        self.capture: Capture | None = None
+        self.running = False
+        self.captures_written = 0
+        self.last_capture_id: str | None = None
+        self._monitor: Monitor | None = None
+        self._worker = Worker(self.errors)
+        self._lock = threading.Lock()
+        _instances.add(self)
+        if app is not None:
+            self.init_app(app)
+
+    @classmethod
+    def from_env(
+        cls, app: Any = None, *, environ: Mapping[str, str] | None = None, **options: Any
+    ) -> AutoProf:
+        """Build from keyword defaults overridden by ``AUTOPROF_*`` environment variables."""
+        return cls(app, settings=Settings.from_env(environ, **options))
+
+    def _make_store(self) -> DumpStore:
+        settings = self.settings
+        return DumpStore(
+            settings.dump_dir, max_bytes=settings.max_bytes, max_captures=settings.max_captures
+        )
+
+    def configure(self, **options: Any) -> None:
+        """Change options before the monitor has started (used by ``init_app``)."""
+        if self.running:
+            raise ConfigError("autoprof is already running; configure it before the first request")
+        self.settings = self.settings.replace(**options)
+        self.store = self._make_store()
+
+    def init_app(self, app: Any) -> None:
+        """Attach to an app: a Flask app (extension) or a Starlette/FastAPI app (middleware)."""
+        if hasattr(app, "wsgi_app") and hasattr(app, "extensions"):
+            from autoprof.flask import init_flask
+
+            init_flask(self, app)
+        elif hasattr(app, "add_middleware"):
+            from autoprof.asgi import AutoProfMiddleware
+
+            app.add_middleware(AutoProfMiddleware, autoprof=self)
+        else:
+            raise TypeError(
+                f"AutoProf(app) knows Flask and Starlette/FastAPI apps, not {type(app).__name__}; "
+                "wrap other WSGI apps with autoprof.AutoProfWSGIMiddleware(app, autoprof=ap)"
+            )
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def ensure_started(self) -> None:
+        """Start the monitor in this process if it is not running (adapters call this)."""
+        if self.running:
+            return
+        with self._lock:
+            if self.running:
+                return
+            self.running = True
+            if not self.settings.enabled:
+                return
+            try:
+                monitor = Monitor(
+                    self.settings,
+                    errors=self.errors,
+                    inflight=self.inflight.__len__,
+                    on_triggers=self._on_triggers,
+                    on_tick=self._on_tick,
+                )
+                monitor.start()
+                self._monitor = monitor
+            except Exception as exc:
+                self.errors.record("start", exc)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the monitor, close an open capture and wait (bounded) for dumps to be written."""
+        capture = self.capture
+        if capture is not None:
+            capture.close("shutdown")
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.stop(timeout)
+        self._worker.drain(timeout)
+        self.running = False
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until queued dump writes are done (for tests and graceful shutdown)."""
+        return self._worker.drain(timeout)
+
+    def _after_fork_in_child(self) -> None:
+        capture = self.capture
+        tracker = capture.heap_tracker if capture is not None else None
+        if tracker is not None and tracker.owns_tracing and tracemalloc.is_tracing():
+            tracemalloc.stop()
+        self.capture = None
+        self.inflight.clear()
+        self._monitor = None
+        self._worker.reset_after_fork()
+        self._lock = threading.Lock()
+        self.running = False
+
+    # -- captures ---------------------------------------------------------------------------
+
+    @property
+    def monitor(self) -> Monitor | None:
+        """The monitor of this process, once started."""
+        return self._monitor
+
+    def trigger(self, reason: str = "manual") -> Capture | None:
+        """Open a capture now, whatever the rules say. Returns None if one is already open."""
+        self.ensure_started()
+        now = time.time()
+        trig = Trigger("manual", "manual", 0.0, None, None, None, now)
+        monitor = self._monitor
+        sample = monitor.last if monitor is not None else None
+        capture = self._open([trig], sample, reason=reason)
+        if capture is not None and monitor is not None:
+            monitor.wake()
+        return capture
+
+    def claim(self, method: str, path: str) -> ProfiledRequest | None:
+        """A profiling handle for this request if the open capture wants it (adapters)."""
+        capture = self.capture
+        if capture is None:
+            return None
+        try:
+            return capture.claim(method, path)
+        except Exception as exc:
+            self.errors.record("capture.claim", exc)
+            return None
+
+    def _on_triggers(self, triggers: list[Trigger], sample: Sample) -> None:
+        for trig in triggers:
+            logger.warning("autoprof: %s", trig.describe())
+        self._open(triggers, sample)
+
+    def _on_tick(self, now: float) -> float | None:
+        capture = self.capture
+        if capture is None:
+            return None
+        if now >= capture.deadline:
+            capture.close("deadline")
+            return None
+        return capture.deadline
+
+    def _open(
+        self, triggers: list[Trigger], sample: Sample | None, *, reason: str | None = None
+    ) -> Capture | None:
+        if not self.settings.enabled:
+            return None
+        with self._lock:
+            if self.capture is not None:
+                self.capture.also_fired.extend(triggers)
+                return None
+            first = triggers[0]
+            try:
+                writer = self.store.begin(metric=first.metric, reason=reason or first.reason)
+            except Exception as exc:
+                self.errors.record("store.begin", exc)
+                return None
+            monitor = self._monitor
+            capture = Capture(
+                triggers,
+                settings=self.settings,
+                writer=writer,
+                worker=self._worker,
+                errors=self.errors,
+                on_close=self._closed,
+                context={
+                    "pid": os.getpid(),
+                    "sample": sample._asdict() if sample is not None else None,
+                    "limits": monitor.limits._asdict() if monitor and monitor.limits else None,
+                    "recent_samples": [s._asdict() for s in list(monitor.history)[-32:]]
+                    if monitor is not None
+                    else [],
+                    "inflight_at_trigger": len(self.inflight),
+                },
+            )
+            capture.collect_at_trigger()
+            self.capture = capture
+        logger.warning(
+            "autoprof: capture %s open: profiling the next %d requests (at most %gs) into %s",
+            capture.id,
+            self.settings.requests,
+            self.settings.capture_timeout,
+            self.store.directory,
+        )
+        return capture
+
+    def _closed(self, capture: Capture) -> None:
+        if self.capture is capture:
+            self.capture = None
+        self._worker.submit("capture.finalize", lambda: self._finalize(capture))
+
+    def _finalize(self, capture: Capture) -> None:
+        capture.finalize()
+        info = capture.info
+        if info is None:
+            return
+        self.captures_written += 1
+        self.last_capture_id = info.id
+        logger.info(
+            "autoprof: wrote capture %s (%s, %d requests profiled, %d files, %d bytes) in %s",
+            info.id,
+            capture.close_reason,
+            len(capture.finished),
+            len(info.files),
+            info.size,
+            info.path,
+        )
+
+    # -- introspection ----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready picture of the live state: metrics, rules, capture, errors."""
+        monitor = self._monitor
+        now = time.time()
+        rules: dict[str, Any] = {}
+        if monitor is not None:
+            for metric, state in monitor.rules.states.items():
+                last = state.last_fired
+                rules[metric] = {
+                    "rule": asdict(state.rule),
+                    "average": state.average,
+                    "threshold": state.threshold(),
+                    "cooldown_remaining": max(0.0, state.cooldown - (now - last))
+                    if last is not None
+                    else 0.0,
+                }
+        capture = self.capture
+        last_sample = monitor.last if monitor is not None else None
+        return {
+            "pid": os.getpid(),
+            "enabled": self.settings.enabled,
+            "running": self.running and monitor is not None and monitor.alive,
+            "collect_interval": self.settings.collect_interval,
+            "sample": last_sample._asdict() if last_sample is not None else None,
+            "limits": monitor.limits._asdict() if monitor and monitor.limits else None,
+            "inflight": len(self.inflight),
+            "rules": rules,
+            "capture": None
+            if capture is None
+            else {
+                "id": capture.id,
+                "trigger": capture.trigger.as_dict(),
+                "claimed": len(capture.claimed),
+                "finished": len(capture.finished),
+                "deadline_in": capture.deadline - time.monotonic(),
+            },
+            "captures_written": self.captures_written,
+            "dump_dir": str(self.store.directory),
+            "errors": self.errors.snapshot(),
+        }
+
+
+def _after_fork_in_child() -> None:
+    for instance in list(_instances):
+        instance._after_fork_in_child()
+
+
+def _at_exit() -> None:
+    # A capture open at shutdown is still written: it may be the one that explains the exit.
+    for instance in list(_instances):
+        if instance.running:
+            instance.stop(timeout=5.0)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)

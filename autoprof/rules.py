@@ -1,0 +1,142 @@
+"""Holmes-style trigger rules: a floor, a sudden rise over the recent average, an absolute limit.
+
+A rule fires on the newest sample ``cur`` of a metric when::
+
+    cur >= min and (cur >= abs or cur >= avg * (1 + diff / 100))
+
+where ``avg`` is the mean of the previous ``window`` samples (``cur`` excluded: Holmes pushes
+``cur`` into the window before averaging, which quietly raises its own thresholds), once
+``window`` samples have been seen, and not within ``cooldown`` seconds of its last firing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from autoprof.config import METRICS, Rule
+
+Reason = Literal["abs", "diff", "manual"]
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Why a capture opened: which metric, at what value, against which threshold."""
+
+    metric: str
+    reason: Reason
+    value: float
+    average: float | None
+    threshold: float | None
+    rule: Rule | None
+    time: float
+
+    def describe(self) -> str:
+        """One human line, as logged when the rule fires."""
+        if self.reason == "manual":
+            return "manual trigger"
+        assert self.rule is not None
+        unit = "%" if self.metric in ("cpu", "mem") else ""
+        if self.reason == "abs":
+            why = f"absolute limit {self.rule.abs:g}{unit}"
+        else:
+            why = f"{self.average:.1f}{unit} average +{self.rule.diff:g}%"
+        return (
+            f"{self.metric} rule fired: {self.value:.1f}{unit} >= {self.threshold:.1f}{unit} "
+            f"({why}; floor {self.rule.min:g}{unit})"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form for the manifest."""
+        rule = self.rule
+        return {
+            "metric": self.metric,
+            "reason": self.reason,
+            "value": self.value,
+            "average": self.average,
+            "threshold": self.threshold,
+            "rule": None
+            if rule is None
+            else {"min": rule.min, "diff": rule.diff, "abs": rule.abs, "cooldown": rule.cooldown},
+            "time": self.time,
+            "description": self.describe(),
+        }
+
+
+class RuleState:
+    """One metric's rule, its rolling window of past samples and its cooldown clock."""
+
+    def __init__(self, metric: str, rule: Rule, *, window: int, cooldown: float) -> None:
+        self.metric = metric
+        self.rule = rule
+        self.cooldown = rule.cooldown if rule.cooldown is not None else cooldown
+        self.history: deque[float] = deque(maxlen=window)
+        self.last_fired: float | None = None
+
+    @property
+    def average(self) -> float | None:
+        """Mean of the window, or None during warm-up."""
+        if len(self.history) < (self.history.maxlen or 0):
+            return None
+        return math.fsum(self.history) / len(self.history)
+
+    def threshold(self) -> float | None:
+        """The smallest value that would fire now (ignoring cooldown), or None in warm-up."""
+        avg = self.average
+        if avg is None:
+            return None
+        candidates = []
+        if self.rule.abs is not None:
+            candidates.append(self.rule.abs)
+        if self.rule.diff is not None:
+            candidates.append(avg * (1 + self.rule.diff / 100))
+        return max(self.rule.min, min(candidates))
+
+    def in_cooldown(self, now: float) -> bool:
+        return self.last_fired is not None and now - self.last_fired < self.cooldown
+
+    def observe(self, value: float, now: float) -> Trigger | None:
+        """Judge ``value`` against the window, then push it into the window."""
+        try:
+            return self._judge(value, now)
+        finally:
+            self.history.append(value)
+
+    def _judge(self, value: float, now: float) -> Trigger | None:
+        avg = self.average
+        rule = self.rule
+        if avg is None or value < rule.min or self.in_cooldown(now):
+            return None
+        reason: Reason
+        if rule.abs is not None and value >= rule.abs:
+            reason, threshold = "abs", rule.abs
+        elif rule.diff is not None and value >= avg * (1 + rule.diff / 100):
+            reason, threshold = "diff", avg * (1 + rule.diff / 100)
+        else:
+            return None
+        self.last_fired = now
+        return Trigger(self.metric, reason, value, avg, threshold, rule, now)
+
+
+class RuleSet:
+    """The rules of every enabled metric; feed it samples, get the triggers they cause."""
+
+    def __init__(self, rules: Mapping[str, Rule], *, window: int, cooldown: float) -> None:
+        self.states = {
+            metric: RuleState(metric, rule, window=window, cooldown=cooldown)
+            for metric, rule in rules.items()
+        }
+
+    def observe(self, values: Mapping[str, float], now: float) -> list[Trigger]:
+        """Push one sample of each metric; return the rules that fired, in METRICS order."""
+        fired = []
+        for metric in METRICS:
+            state = self.states.get(metric)
+            if state is not None and metric in values:
+                trigger = state.observe(values[metric], now)
+                if trigger is not None:
+                    fired.append(trigger)
+        return fired

@@ -1,0 +1,623 @@
+"""The dump directory: atomic, budgeted, multi-process-safe storage of captures.
+
+A capture is a directory ``{dump_dir}/{capture_id}/`` of files named
+``{capture_id}_{kind}.{ext}``, where the id reads
+``{UTC %Y%m%dT%H%M%S.mmmZ}-p{pid}-{metric}-{reason}-{4 hex}``. It is built in a hidden
+``.staging-{capture_id}`` directory, every file written through a temp file and ``os.replace``,
+and appears under its real name only at :meth:`CaptureWriter.commit`, by renaming the whole
+directory once its manifest is in place. Retention (oldest captures first, by bytes and by
+count) runs at commit under an ``flock`` on ``{dump_dir}/.lock``, so worker processes sharing
+the directory agree on it.
+
+Only validated, fixed-vocabulary strings ever become path components; the read API
+(:meth:`DumpStore.get`, :meth:`DumpStore.file_path`) resolves names by lookup in the listing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+__all__ = ["EXTENSIONS", "CaptureInfo", "CaptureWriter", "DumpStore", "validate_name"]
+
+EXTENSIONS = frozenset({"html", "json", "txt", "speedscope.json"})
+"""The file extensions a capture file may have."""
+
+MANIFEST_KIND = "manifest"
+STALE_AFTER = 3600.0
+"""Seconds after which a leftover staging or trash directory is removed at commit."""
+
+_NAME_MAX = 32
+_NAME_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_ID_RE = re.compile(
+    r"(?P<ts>\d{8}T\d{6}\.\d{3}Z)-p(?P<pid>\d{1,10})"
+    r"-(?P<middle>[a-z0-9]+(?:-[a-z0-9]+)+)-(?P<rand>[0-9a-f]{4})"
+)
+_YEAR_10000 = 253402300800.0
+_STAGING = ".staging-"
+_TRASH = ".trash-"
+_TMP = ".tmp-"
+_LOCK = ".lock"
+
+
+def validate_name(value: str, what: str = "name") -> str:
+    """Return ``value`` if it is a safe name part (``[a-z0-9]+(-[a-z0-9]+)*``, at most 32
+    characters), else raise :class:`ValueError`."""
+    if not isinstance(value, str) or len(value) > _NAME_MAX or not _NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"invalid {what} {value!r}: use 1-{_NAME_MAX} characters of a-z and 0-9, "
+            "optionally joined by single hyphens"
+        )
+    return value
+
+
+def _positive_int(value: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def _validate_ext(ext: str) -> str:
+    if ext not in EXTENSIONS:
+        raise ValueError(f"invalid extension {ext!r}: use one of {sorted(EXTENSIONS)}")
+    return ext
+
+
+def _format_time(created: float) -> str:
+    millis = round(created * 1000)
+    seconds, ms = divmod(millis, 1000)
+    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}.{ms:03d}Z"
+
+
+def _parse_time(stamp: str) -> float:
+    """Epoch seconds of ``%Y%m%dT%H%M%S.mmmZ``; ValueError if it is not a real date."""
+    moment = datetime(
+        int(stamp[0:4]),
+        int(stamp[4:6]),
+        int(stamp[6:8]),
+        int(stamp[9:11]),
+        int(stamp[11:13]),
+        int(stamp[13:15]),
+        tzinfo=timezone.utc,
+    )
+    return moment.timestamp() + int(stamp[16:19]) / 1000
+
+
+def _make_id(created: float, pid: int, metric: str, reason: str) -> str:
+    return f"{_format_time(created)}-p{pid}-{metric}-{reason}-{secrets.token_hex(2)}"
+
+
+def _order_key(capture_id: str) -> tuple[str, int, str]:
+    """Oldest first: by time, then pid, then the whole id, so ties still sort one way."""
+    match = _ID_RE.fullmatch(capture_id)
+    assert match is not None
+    return match["ts"], int(match["pid"]), capture_id
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _tree_bytes(path: str) -> int:
+    """Bytes of the regular files under ``path`` (symlinks are not followed)."""
+    total = 0
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.is_dir(follow_symlinks=False):
+                        total += _tree_bytes(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    return total
+
+
+def _scan_capture(path: Path) -> tuple[list[str], int] | None:
+    """(names, total bytes) of the regular non-dot files in a capture directory, or None if
+    it is gone or was renamed away (to trash) while being read.
+
+    Deleters rename a capture before removing any file, so if ``path`` still names the
+    directory we read once we are done, what we read was complete.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    files: list[str] = []
+    size = 0
+    try:
+        opened = os.fstat(fd)
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.is_file(follow_symlinks=False):
+                        size += entry.stat(follow_symlinks=False).st_size
+                        files.append(entry.name)
+    finally:
+        os.close(fd)
+    try:
+        now = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+        return None
+    return files, size
+
+
+def _remove_tree(path: Path) -> None:
+    """Best-effort removal: leftovers are retried as stale trash by a later commit."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_atomic(directory: Path, name: str, data: bytes) -> None:
+    """Write ``directory/name`` (0600) via a fsynced temp file and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, directory / name)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass(frozen=True)
+class CaptureInfo:
+    """A complete capture in the dump directory."""
+
+    id: str
+    path: Path
+    """The capture directory."""
+    created: float
+    """Epoch seconds, parsed from the id (millisecond precision)."""
+    pid: int
+    metric: str
+    reason: str
+    size: int
+    """Bytes of its files."""
+    files: tuple[str, ...]
+    """File names in the capture, sorted: regular files only, no symlinks, no dotfiles."""
+
+
+class DumpStore:
+    """A dump directory holding complete captures, within ``max_bytes`` and ``max_captures``.
+
+    The directory is created (0700, parents too) if missing, and must be a real directory owned
+    by this process's uid; group/other permission bits are removed. Several processes may share
+    it. Methods are thread-safe.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_bytes: int = 200 * 2**20,
+        max_captures: int = 50,
+    ) -> None:
+        self.directory = Path(os.path.abspath(os.fspath(directory)))
+        self.max_bytes = _positive_int(max_bytes, "max_bytes")
+        self.max_captures = _positive_int(max_captures, "max_captures")
+        self._prepare_directory()
+
+    def _prepare_directory(self) -> None:
+        path = self.directory
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            _make_dirs(path)
+            st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            raise ValueError(
+                f"dump directory {path} is a symbolic link: set dump_dir to the real directory"
+            )
+        if not stat.S_ISDIR(st.st_mode):
+            raise ValueError(
+                f"dump directory {path} exists but is not a directory: "
+                "choose another dump_dir or remove it"
+            )
+        uid = os.getuid()
+        if st.st_uid != uid:
+            raise ValueError(
+                f"dump directory {path} is owned by uid {st.st_uid}, not by this process "
+                f"(uid {uid}): choose another dump_dir or fix its owner"
+            )
+        if st.st_mode & 0o077:
+            os.chmod(path, 0o700)
+
+    def begin(
+        self,
+        *,
+        metric: str,
+        reason: str,
+        created: float | None = None,
+        pid: int | None = None,
+    ) -> CaptureWriter:
+        """Start a capture in a fresh hidden staging directory.
+
+        ``metric`` and ``reason`` must pass :func:`validate_name`; ``created`` (epoch seconds)
+        and ``pid`` default to now and this process.
+        """
+        validate_name(metric, "metric")
+        validate_name(reason, "reason")
+        if created is None:
+            created = time.time()
+        if not 0 <= created < _YEAR_10000:
+            raise ValueError(
+                f"created must be epoch seconds between 1970 and 9999, got {created!r}"
+            )
+        if pid is None:
+            pid = os.getpid()
+        if isinstance(pid, bool) or not isinstance(pid, int) or not 0 <= pid < 10**10:
+            raise ValueError(f"pid must be a non-negative integer, got {pid!r}")
+        while True:
+            capture_id = _make_id(created, pid, metric, reason)
+            if os.path.lexists(self.directory / capture_id):
+                continue
+            staging = self.directory / f"{_STAGING}{capture_id}"
+            try:
+                os.mkdir(staging, 0o700)
+            except FileExistsError:
+                continue
+            os.chmod(staging, 0o700)
+            return CaptureWriter(self, capture_id, staging, metric, reason, created, pid)
+
+    def captures(self) -> list[CaptureInfo]:
+        """Complete captures, newest first."""
+        found: list[CaptureInfo] = []
+        for capture_id in self._capture_ids():
+            info = self._load(capture_id)
+            if info is not None:
+                found.append(info)
+        return found
+
+    def get(self, capture_id: str) -> CaptureInfo | None:
+        """The complete capture with this id, or None."""
+        if not isinstance(capture_id, str) or not _ID_RE.fullmatch(capture_id):
+            return None
+        if capture_id not in self._capture_ids():
+            return None
+        return self._load(capture_id)
+
+    def file_path(self, capture_id: str, name: str) -> Path | None:
+        """Path of file ``name`` of capture ``capture_id`` if it is listed and a regular file."""
+        info = self.get(capture_id)
+        if info is None or name not in info.files:
+            return None
+        path = info.path / name
+        return path if _is_regular(path) else None
+
+    def read_manifest(self, capture_id: str) -> dict[str, Any] | None:
+        """The parsed manifest of a complete capture; None if missing or not a JSON object."""
+        if not isinstance(capture_id, str):
+            return None
+        path = self.file_path(capture_id, f"{capture_id}_{MANIFEST_KIND}.json")
+        if path is None:
+            return None
+        return _read_json_object(path)
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes of every file in the dump directory, number of complete captures)."""
+        return _tree_bytes(str(self.directory)), len(self.captures())
+
+    def _capture_ids(self) -> list[str]:
+        """Names of complete-looking capture directories, newest first."""
+        ids: list[str] = []
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(".") or not _ID_RE.fullmatch(name):
+                    continue
+                try:
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                except OSError:
+                    continue
+                if _is_regular(Path(entry.path) / f"{name}_{MANIFEST_KIND}.json"):
+                    ids.append(name)
+        ids.sort(key=_order_key, reverse=True)
+        return ids
+
+    def _load(self, capture_id: str) -> CaptureInfo | None:
+        """CaptureInfo of an id returned by :meth:`_capture_ids`; None if it vanished."""
+        match = _ID_RE.fullmatch(capture_id)
+        assert match is not None
+        try:
+            created = _parse_time(match["ts"])
+        except ValueError:
+            return None
+        path = self.directory / capture_id
+        scanned = _scan_capture(path)
+        if scanned is None:
+            return None
+        files, size = scanned
+        manifest = f"{capture_id}_{MANIFEST_KIND}.json"
+        if manifest not in files:
+            return None
+        metric, reason = self._split_middle(match["middle"], path / manifest)
+        return CaptureInfo(
+            id=capture_id,
+            path=path,
+            created=created,
+            pid=int(match["pid"]),
+            metric=metric,
+            reason=reason,
+            size=size,
+            files=tuple(sorted(files)),
+        )
+
+    @staticmethod
+    def _split_middle(middle: str, manifest: Path) -> tuple[str, str]:
+        """Split ``{metric}-{reason}``; the manifest settles it when both may contain hyphens."""
+        parts = middle.split("-")
+        if len(parts) > 2:
+            recorded = _read_json_object(manifest) or {}
+            metric, reason = recorded.get("metric"), recorded.get("reason")
+            if (
+                isinstance(metric, str)
+                and isinstance(reason, str)
+                and (f"{metric}-{reason}" == middle)
+            ):
+                return metric, reason
+        return parts[0], "-".join(parts[1:])
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(
+            self.directory / _LOCK,
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _remove_stale(self, keep: str, now: float) -> None:
+        """Remove staging/trash directories older than :data:`STALE_AFTER` (crashed writers)."""
+        with os.scandir(self.directory) as entries:
+            stale = [
+                Path(entry.path)
+                for entry in entries
+                if entry.name != keep
+                and entry.name.startswith((_STAGING, _TRASH))
+                and _older_dir(entry, now - STALE_AFTER)
+            ]
+        for path in stale:
+            _remove_tree(path)
+
+    def _delete(self, info: CaptureInfo) -> None:
+        """Hide a capture by renaming it to trash, then remove it."""
+        trash = self.directory / f"{_TRASH}{info.id}-{secrets.token_hex(4)}"
+        os.rename(info.path, trash)
+        _remove_tree(trash)
+
+    def _make_room(self, new_bytes: int, keep: str) -> None:
+        """Delete the oldest captures until one more of ``new_bytes`` fits both budgets."""
+        used = _tree_bytes(str(self.directory)) - _tree_bytes(str(self.directory / keep))
+        existing = self.captures()
+        while existing and (
+            used + new_bytes > self.max_bytes or len(existing) + 1 > self.max_captures
+        ):
+            oldest = existing.pop()
+            self._delete(oldest)
+            used -= oldest.size
+
+    def _publish(self, writer: CaptureWriter, new_bytes: int) -> None:
+        """Under the directory lock: housekeeping, retention, then the rename into place."""
+        with self._locked():
+            self._remove_stale(writer.staging.name, time.time())
+            self._make_room(new_bytes, writer.staging.name)
+            target = self.directory / writer.id
+            if os.path.lexists(target):
+                raise FileExistsError(errno.EEXIST, "capture already exists", str(target))
+            os.rename(writer.staging, target)
+        _fsync_dir(self.directory)
+
+
+class CaptureWriter:
+    """Builds one capture in its staging directory; use it from one thread.
+
+    Usable as a context manager: leaving the block without :meth:`commit` aborts.
+    """
+
+    def __init__(
+        self,
+        store: DumpStore,
+        capture_id: str,
+        staging: Path,
+        metric: str,
+        reason: str,
+        created: float,
+        pid: int,
+    ) -> None:
+        self.store = store
+        self.id = capture_id
+        self.staging = staging
+        self.metric = metric
+        self.reason = reason
+        self.created = created
+        self.pid = pid
+        self.skipped: list[str] = []
+        self.written: list[str] = []
+        self._bytes = 0
+        self._state = "open"
+
+    def __enter__(self) -> CaptureWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far (manifest excluded)."""
+        return self._bytes
+
+    def file_name(self, kind: str, ext: str) -> str:
+        """``{id}_{kind}.{ext}`` after validating ``kind`` and ``ext``."""
+        validate_name(kind, "kind")
+        return f"{self.id}_{kind}.{_validate_ext(ext)}"
+
+    def write_text(self, kind: str, ext: str, text: str) -> str | None:
+        """Write text as UTF-8; return the file name, or None if it would exceed the budget."""
+        return self.write_bytes(kind, ext, text.encode("utf-8", "backslashreplace"))
+
+    def write_json(self, kind: str, obj: Any) -> str | None:
+        """Write ``obj`` as indented JSON (``default=str``); see :meth:`write_bytes`."""
+        return self.write_text(kind, "json", json.dumps(obj, indent=2, default=str))
+
+    def write_bytes(self, kind: str, ext: str, data: bytes) -> str | None:
+        """Write one file atomically; return its name, or None (and record ``kind`` in
+        :attr:`skipped`) if it would make this capture exceed the store's ``max_bytes``.
+
+        OSErrors propagate and leave no temp file behind.
+        """
+        name = self.file_name(kind, ext)
+        if kind == MANIFEST_KIND:
+            raise ValueError(f"kind {kind!r} is reserved for the manifest written by commit()")
+        self._check_open()
+        if name in self.written:
+            raise ValueError(f"{name} was already written in this capture")
+        if self._bytes + len(data) > self.store.max_bytes:
+            self.skipped.append(kind)
+            return None
+        _write_atomic(self.staging, name, data)
+        self._bytes += len(data)
+        self.written.append(name)
+        return name
+
+    def commit(self, manifest: dict[str, Any]) -> CaptureInfo:
+        """Write the manifest, enforce retention, and make the capture visible.
+
+        The manifest gets ``id``, ``files`` (written file names, manifest excluded),
+        ``skipped``, ``metric``, ``reason``, ``pid`` and ``created``, overriding those keys. On
+        failure the staging directory is removed and nothing becomes visible.
+        """
+        self._check_open()
+        record = {
+            **manifest,
+            "id": self.id,
+            "metric": self.metric,
+            "reason": self.reason,
+            "pid": self.pid,
+            "created": self.created,
+            "files": list(self.written),
+            "skipped": list(self.skipped),
+        }
+        name = f"{self.id}_{MANIFEST_KIND}.json"
+        data = json.dumps(record, indent=2, default=str).encode("utf-8", "backslashreplace")
+        try:
+            _write_atomic(self.staging, name, data)
+            self.store._publish(self, self._bytes + len(data))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.abort()
+            raise
+        self._state = "committed"
+        return CaptureInfo(
+            id=self.id,
+            path=self.store.directory / self.id,
+            created=_parse_time(self.id[:20]),
+            pid=self.pid,
+            metric=self.metric,
+            reason=self.reason,
+            size=self._bytes + len(data),
+            files=tuple(sorted([*self.written, name])),
+        )
+
+    def abort(self) -> None:
+        """Discard the capture; a no-op after :meth:`commit` or a previous abort."""
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.staging)
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise RuntimeError(f"capture {self.id} is already {self._state}")
+
+
+def _older_dir(entry: os.DirEntry[str], cutoff: float) -> bool:
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_mtime < cutoff
+
+
+def _read_json_object(path: Path) -> dict[str, Any] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        raw = handle.read()
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _make_dirs(path: Path) -> None:
+    """Create ``path`` and any missing parents, each 0700."""
+    missing: list[Path] = []
+    current = path
+    while not os.path.lexists(current):
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(directory, 0o700)

@@ -1,0 +1,132 @@
+"""WSGI middleware for any WSGI app (Django, Flask, Pyramid, bare werkzeug...)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from autoprof.capture import ProfiledRequest
+from autoprof.config import ConfigError
+from autoprof.controller import AutoProf
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+#: environ key where a framework adapter (Flask) leaves the matched route template.
+ROUTE_KEY = "autoprof.route"
+
+
+class AutoProfWSGIMiddleware:
+    """Profile the requests that follow a CPU or memory spike, automatically.
+
+    ::
+
+        application = AutoProfWSGIMiddleware(get_wsgi_application(), dump_dir="/var/tmp/ap")
+
+    Keyword options are those of :class:`autoprof.AutoProf` (or pass ``autoprof=`` a controller
+    you built). A request counts as in flight until the server closes its response iterable,
+    so streamed bodies are counted while they stream. When a capture is open, each of the next
+    N requests runs under its own pyinstrument profiler on its own thread, covering the app call
+    and the iteration of the body; its thread CPU time is recorded too.
+    """
+
+    def __init__(
+        self, app: WSGIApplication, autoprof: AutoProf | None = None, **options: Any
+    ) -> None:
+        if autoprof is not None and options:
+            raise ConfigError(
+                "AutoProfWSGIMiddleware got both autoprof= and options "
+                f"{sorted(options)}: put the options into AutoProf(...) instead"
+            )
+        self.app = app
+        self.autoprof = autoprof if autoprof is not None else AutoProf(**options)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        ap = self.autoprof
+        if not ap.running:
+            ap.ensure_started()
+        inflight = ap.inflight
+        key = id(environ)
+        inflight[key] = (environ, time.perf_counter())
+        try:
+            if ap.capture is not None:
+                method = environ.get("REQUEST_METHOD", "GET")
+                handle = ap.claim(method, environ.get("PATH_INFO", ""))
+                if handle is not None:
+                    return self._profiled(handle, environ, start_response)
+            return _InFlight(self.app(environ, start_response), inflight, key)
+        except BaseException:
+            inflight.pop(key, None)
+            raise
+
+    def _profiled(
+        self, handle: ProfiledRequest, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        def start_and_note_status(status: str, headers: Any, exc_info: Any = None) -> Any:
+            with contextlib.suppress(ValueError):
+                handle.status = int(status.split(" ", 1)[0])
+            return start_response(status, headers, exc_info)
+
+        handle.start(async_mode="disabled", measure_cpu=True)
+        try:
+            result = self.app(environ, start_and_note_status)
+        except BaseException as exc:
+            handle.finish(route=environ.get(ROUTE_KEY), error=type(exc))
+            raise
+        return _Profiled(result, self.autoprof.inflight, id(environ), handle, environ)
+
+
+class _InFlight:
+    """The app's response iterable; the request leaves the in-flight set when it is closed."""
+
+    __slots__ = ("_inflight", "_iterable", "_key")
+
+    def __init__(self, iterable: Iterable[bytes], inflight: dict[int, Any], key: int) -> None:
+        self._iterable = iterable
+        self._inflight = inflight
+        self._key = key
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._iterable)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._inflight.pop(self._key, None)
+
+
+class _Profiled(_InFlight):
+    """As :class:`_InFlight`, and stops the request's profiler once the body is done."""
+
+    __slots__ = ("_environ", "_error", "_handle")
+
+    def __init__(
+        self,
+        iterable: Iterable[bytes],
+        inflight: dict[int, Any],
+        key: int,
+        handle: ProfiledRequest,
+        environ: WSGIEnvironment,
+    ) -> None:
+        super().__init__(iterable, inflight, key)
+        self._handle = handle
+        self._environ = environ
+        self._error: type[BaseException] | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._iterable
+        except BaseException as exc:
+            self._error = type(exc)
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._handle.finish(route=self._environ.get(ROUTE_KEY), error=self._error)

@@ -1,0 +1,124 @@
+"""Rule semantics with a fake clock: warm-up, spike, absolute, floor, cooldown, Holmes's quirk."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoprof.config import Rule
+from autoprof.rules import RuleSet, RuleState
+
+
+def feed(state: RuleState, values: list[float], *, start: float = 0.0, step: float = 1.0):
+    """Observe values one per `step` seconds; return (index, trigger) for each firing."""
+    fired = []
+    for i, value in enumerate(values):
+        trigger = state.observe(value, start + i * step)
+        if trigger is not None:
+            fired.append((i, trigger))
+    return fired
+
+
+def test_no_firing_during_warm_up_even_over_abs():
+    state = RuleState("mem", Rule(min=0, diff=25, abs=50), window=5, cooldown=0)
+    assert feed(state, [90, 90, 90, 90, 90]) == []
+    # the sixth sample is the first judged, against a full window
+    assert [i for i, _ in feed(state, [90], start=5)] == [0]
+
+
+def test_sudden_rise_over_average_fires_with_diff_reason():
+    state = RuleState("cpu", Rule(min=10, diff=25, abs=None), window=4, cooldown=0)
+    fired = feed(state, [20, 20, 20, 20, 24, 27])
+    assert [i for i, _ in fired] == [5]
+    trigger = fired[0][1]
+    assert trigger.reason == "diff"
+    assert trigger.average == pytest.approx(21.0)  # 20, 20, 20, 24: excludes the 27
+    assert trigger.threshold == pytest.approx(21.0 * 1.25)
+    assert trigger.value == 27
+
+
+def test_absolute_threshold_fires_without_a_rise():
+    state = RuleState("mem", Rule(min=10, diff=25, abs=80), window=3, cooldown=0)
+    fired = feed(state, [79, 79, 79, 81])
+    assert len(fired) == 1
+    assert fired[0][1].reason == "abs"
+    assert fired[0][1].threshold == 80
+
+
+def test_floor_blocks_rises_below_min():
+    state = RuleState("mem", Rule(min=10, diff=25, abs=80), window=3, cooldown=0)
+    # tripling from 2% to 6% is a huge rise, but under the 10% floor
+    assert feed(state, [2, 2, 2, 6, 9.9]) == []
+    assert [i for i, _ in feed(state, [12], start=5)] == [0]
+
+
+def test_cooldown_suppresses_then_allows():
+    state = RuleState("cpu", Rule(min=0, diff=None, abs=50, cooldown=30), window=2, cooldown=99)
+    assert state.cooldown == 30  # the rule's own cooldown wins over the global one
+    fired = feed(state, [0, 0, 60, 60, 60], step=10)  # t=20 fires, t=30 and t=40 are inside 30s
+    assert [i for i, _ in fired] == [2]
+    assert state.in_cooldown(49.9)
+    assert [i for i, _ in feed(state, [60], start=50)] == [0]
+
+
+def test_global_cooldown_applies_when_rule_has_none():
+    state = RuleState("cpu", Rule(min=0, diff=None, abs=50), window=1, cooldown=60)
+    fired = feed(state, [0, 60, 60], step=59)
+    assert [i for i, _ in fired] == [1]
+    assert [i for i, _ in feed(state, [60], start=59 + 60)] == [0]
+
+
+def test_average_excludes_current_sample_unlike_holmes():
+    """Holmes pushes cur into the ring before averaging. With a window of 5 and diff 25%,
+    a jump from 100 to 130 is a 30% rise over the previous samples and must fire; Holmes
+    averages (100*4 + 130)/5 = 106 and compares 130 with 132.5, so it stays silent."""
+    state = RuleState("mem", Rule(min=0, diff=25, abs=None), window=5, cooldown=0)
+    fired = feed(state, [100, 100, 100, 100, 100, 130])
+    assert [i for i, _ in fired] == [5]
+    assert fired[0][1].average == 100
+    holmes_avg = (100 * 4 + 130) / 5
+    assert holmes_avg * 1.25 > 130  # the case Holmes gets wrong
+
+
+def test_window_rolls_so_a_plateau_stops_firing():
+    state = RuleState("mem", Rule(min=0, diff=25, abs=None), window=3, cooldown=0)
+    fired = feed(state, [10, 10, 10, 20, 20, 20, 20])
+    # fires on the jump; 20 vs avg(10,10,20)=13.3 -> 16.7 fires too; then the window is 20s
+    assert [i for i, _ in fired] == [3, 4]
+    assert state.average == 20
+
+
+def test_threshold_reports_smallest_firing_value():
+    state = RuleState("cpu", Rule(min=10, diff=25, abs=70), window=2, cooldown=0)
+    assert state.threshold() is None
+    feed(state, [40, 40])
+    assert state.threshold() == pytest.approx(50)
+    state2 = RuleState("cpu", Rule(min=10, diff=25, abs=70), window=2, cooldown=0)
+    feed(state2, [4, 4])
+    assert state2.threshold() == 10  # the floor dominates
+    state3 = RuleState("cpu", Rule(min=10, diff=25, abs=70), window=2, cooldown=0)
+    feed(state3, [64, 64])
+    assert state3.threshold() == 70  # abs is lower than 64 * 1.25
+
+
+def test_ruleset_fires_each_metric_independently_and_in_order():
+    rules = RuleSet(
+        {"mem": Rule(0, 25, None), "cpu": Rule(0, 25, None)}, window=2, cooldown=60
+    )
+    for t in range(2):
+        assert rules.observe({"cpu": 10, "mem": 10}, t) == []
+    fired = rules.observe({"cpu": 20, "mem": 20, "threads": 500}, 2)
+    assert [t.metric for t in fired] == ["cpu", "mem"]
+    assert rules.observe({"cpu": 40, "mem": 40}, 3) == []  # both cooling down
+
+
+def test_trigger_describe_names_value_average_and_threshold():
+    state = RuleState("mem", Rule(min=3, diff=25, abs=80), window=2, cooldown=0)
+    feed(state, [40, 40])
+    trigger = state.observe(55, 3)
+    assert trigger is not None
+    line = trigger.describe()
+    assert "mem" in line
+    assert "55.0%" in line
+    assert "50.0%" in line
+    assert "40.0% average +25%" in line
+    assert trigger.as_dict()["rule"] == {"min": 3, "diff": 25, "abs": 80, "cooldown": None}
