@@ -169,8 +169,8 @@ class Capture:
             self._guarded("stacks", self._take_stacks)
         if settings.heap_census:
             self._guarded("heap.census", self._take_census)
-        if settings.heap_growth:
-            tracker = heap.HeapTracker()
+        if settings.heap_growth and self.trigger.metric == "mem":
+            tracker = heap.HeapTracker(frames=settings.heap_frames)
             if self._guarded("heap.tracemalloc", tracker.start):
                 self.heap_tracker = tracker
 

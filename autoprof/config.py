@@ -110,7 +110,9 @@ def _default_dump_dir() -> str:
 class Settings:
     """Everything autoprof can be told. All keyword-only; see README.md for the table.
 
-    Durations are seconds; rules are :class:`Rule` or ``None`` (off).
+    Durations are seconds; rules are :class:`Rule` or ``None`` (off). ``heap_growth`` applies
+    to captures opened by the memory rule: tracemalloc slows allocation-heavy code several
+    times over, which would distort the CPU profiles of other captures.
     """
 
     enabled: bool = True
@@ -131,6 +133,7 @@ class Settings:
     profile_formats: tuple[str, ...] = PROFILE_FORMATS
     heap_census: bool = True
     heap_growth: bool = True
+    heap_frames: int = 10
     thread_stacks: bool = True
 
     def __post_init__(self) -> None:
@@ -142,7 +145,7 @@ class Settings:
             _is_number(self.cooldown) and self.cooldown >= 0,
             f"cooldown must be seconds >= 0, got {self.cooldown!r}",
         )
-        for name in ("window", "requests", "max_captures", "max_bytes"):
+        for name in ("window", "requests", "max_captures", "max_bytes", "heap_frames"):
             value = getattr(self, name)
             _check(
                 isinstance(value, int) and not isinstance(value, bool) and value >= 1,
