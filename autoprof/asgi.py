@@ -8,7 +8,6 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from autoprof.capture import ProfiledRequest
-from autoprof.config import ConfigError
 from autoprof.controller import AutoProf
 
 
@@ -30,13 +29,8 @@ class AutoProfMiddleware:
     """
 
     def __init__(self, app: ASGIApp, autoprof: AutoProf | None = None, **options: Any) -> None:
-        if autoprof is not None and options:
-            raise ConfigError(
-                "AutoProfMiddleware got both autoprof= and options "
-                f"{sorted(options)}: put the options into AutoProf(...) instead"
-            )
         self.app = app
-        self.autoprof = autoprof if autoprof is not None else AutoProf(**options)
+        self.autoprof = AutoProf.for_adapter("AutoProfMiddleware", autoprof, options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -75,6 +75,20 @@ class AutoProf:
         """Build from keyword defaults overridden by ``AUTOPROF_*`` environment variables."""
         return cls(app, settings=Settings.from_env(environ, **options))
 
+    @classmethod
+    def for_adapter(
+        cls, adapter: str, autoprof: AutoProf | None, options: dict[str, Any]
+    ) -> AutoProf:
+        """The controller an adapter was given, or a new one built from its keyword options."""
+        if autoprof is None:
+            return cls(**options)
+        if options:
+            raise ConfigError(
+                f"{adapter} got both autoprof= and options {sorted(options)}: "
+                "put the options into AutoProf(...) instead"
+            )
+        return autoprof
+
     def _make_store(self) -> DumpStore:
         settings = self.settings
         return DumpStore(
@@ -187,8 +201,6 @@ class AutoProf:
             return None
 
     def _on_triggers(self, triggers: list[Trigger], sample: Sample) -> None:
-        for trig in triggers:
-            logger.warning("autoprof: %s", trig.describe())
         self._open(triggers, sample)
 
     def _on_tick(self, now: float) -> float | None:
@@ -208,12 +220,14 @@ class AutoProf:
         with self._lock:
             if self.capture is not None:
                 self.capture.also_fired.extend(triggers)
+                _log_triggers(triggers, f"capture {self.capture.id} is already open")
                 return None
             first = triggers[0]
             try:
                 writer = self.store.begin(metric=first.metric, reason=reason or first.reason)
             except Exception as exc:
                 self.errors.record("store.begin", exc)
+                _log_triggers(triggers, "no capture: the dump store failed")
                 return None
             monitor = self._monitor
             capture = Capture(
@@ -235,12 +249,11 @@ class AutoProf:
             )
             capture.collect_at_trigger()
             self.capture = capture
-        logger.warning(
-            "autoprof: capture %s open: profiling the next %d requests (at most %gs) into %s",
-            capture.id,
-            self.settings.requests,
-            self.settings.capture_timeout,
-            self.store.directory,
+        settings = self.settings
+        _log_triggers(
+            triggers,
+            f"capture {capture.id}: profiling the next {settings.requests} requests "
+            f"(at most {settings.capture_timeout:g}s) into {self.store.directory}",
         )
         return capture
 
@@ -308,6 +321,12 @@ class AutoProf:
             "dump_dir": str(self.store.directory),
             "errors": self.errors.snapshot(),
         }
+
+
+def _log_triggers(triggers: list[Trigger], outcome: str) -> None:
+    # One line per trigger, with what came of it; nothing is logged per request.
+    for trig in triggers:
+        logger.warning("autoprof: %s; %s", trig.describe(), outcome)
 
 
 def _after_fork_in_child() -> None:

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from autoprof.capture import ProfiledRequest
-from autoprof.config import ConfigError
 from autoprof.controller import AutoProf
 
 if TYPE_CHECKING:
@@ -35,13 +34,8 @@ class AutoProfWSGIMiddleware:
     def __init__(
         self, app: WSGIApplication, autoprof: AutoProf | None = None, **options: Any
     ) -> None:
-        if autoprof is not None and options:
-            raise ConfigError(
-                "AutoProfWSGIMiddleware got both autoprof= and options "
-                f"{sorted(options)}: put the options into AutoProf(...) instead"
-            )
         self.app = app
-        self.autoprof = autoprof if autoprof is not None else AutoProf(**options)
+        self.autoprof = AutoProf.for_adapter("AutoProfWSGIMiddleware", autoprof, options)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         ap = self.autoprof
