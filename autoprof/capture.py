@@ -108,6 +108,10 @@ class ProfiledRequest:
             if self._profiler is not None:
                 try:
                     session = self._profiler.stop()
+                    session.target_description = (
+                        f"{record.method} {record.route or record.path}: request {record.index} "
+                        f"of autoprof capture {self.capture.id}"
+                    )
                 except Exception as exc:
                     self.capture.problem("profiler.stop", exc, record)
             self.capture.request_finished(record, session)

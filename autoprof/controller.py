@@ -25,6 +25,7 @@ from autoprof.worker import Worker
 logger = logging.getLogger("autoprof")
 
 _instances: weakref.WeakSet[AutoProf] = weakref.WeakSet()
+MAX_ALSO_FIRED = 20
 
 
 class AutoProf:
@@ -135,6 +136,7 @@ class AutoProf:
                     self.settings,
                     errors=self.errors,
                     inflight=self.inflight.__len__,
+                    own_cpu=self._own_cpu,
                     on_triggers=self._on_triggers,
                     on_tick=self._on_tick,
                 )
@@ -200,8 +202,13 @@ class AutoProf:
             self.errors.record("capture.claim", exc)
             return None
 
-    def _on_triggers(self, triggers: list[Trigger], sample: Sample) -> None:
-        self._open(triggers, sample)
+    def _on_triggers(self, triggers: list[Trigger], sample: Sample) -> bool:
+        """Open a capture for the rules that fired; False if one was already open."""
+        return self._open(triggers, sample) is not None or self.capture is None
+
+    def _own_cpu(self) -> float:
+        # Called on the monitor thread: its own CPU time plus the writer's.
+        return time.thread_time() + self._worker.cpu_seconds()
 
     def _on_tick(self, now: float) -> float | None:
         capture = self.capture
@@ -219,8 +226,10 @@ class AutoProf:
             return None
         with self._lock:
             if self.capture is not None:
-                self.capture.also_fired.extend(triggers)
-                _log_triggers(triggers, f"capture {self.capture.id} is already open")
+                also = self.capture.also_fired
+                also.extend(triggers[: max(0, MAX_ALSO_FIRED - len(also))])
+                logger.debug("autoprof: rules fired during capture %s: %s", self.capture.id,
+                             "; ".join(t.describe() for t in triggers))
                 return None
             first = triggers[0]
             try:

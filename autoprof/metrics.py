@@ -217,6 +217,10 @@ def _no_inflight() -> int:
     return 0
 
 
+def _no_own_cpu() -> float:
+    return 0.0
+
+
 class ProcessMetrics:
     """Samples the current process's CPU, memory, thread count and in-flight requests.
 
@@ -230,6 +234,9 @@ class ProcessMetrics:
 
     Args:
         inflight: Returns the number of requests currently in flight.
+        own_cpu: Returns the CPU seconds used so far by threads whose work should not count
+            (autoprof's own monitor and writer), so that writing a dump cannot look like a
+            CPU spike of the app.
         proc_root: See :func:`read_limits`.
         cgroup_root: See :func:`read_limits`.
     """
@@ -243,15 +250,23 @@ class ProcessMetrics:
         self,
         inflight: Callable[[], int] = _no_inflight,
         *,
+        own_cpu: Callable[[], float] = _no_own_cpu,
         proc_root: str = "/proc",
         cgroup_root: str = "/sys/fs/cgroup",
     ) -> None:
         self.pid = os.getpid()
         self._proc = psutil.Process(self.pid)
         self._inflight = inflight
+        self._own_cpu = own_cpu
         self.limits = read_limits(proc_root=proc_root, cgroup_root=cgroup_root)
-        # psutil's first cpu_percent() is a meaningless 0.0: prime it so the first sample() counts.
-        self._proc.cpu_percent(None)
+        # The first reading is only a baseline (like psutil's meaningless first cpu_percent()):
+        # taking it here makes the first sample() measure from construction.
+        self._last_wall = time.monotonic()
+        self._last_cpu = self._app_cpu_seconds()
+
+    def _app_cpu_seconds(self) -> float:
+        times = self._proc.cpu_times()
+        return times.user + times.system - self._own_cpu()
 
     def sample(self) -> Sample:
         """Take one sample.
@@ -268,9 +283,13 @@ class ProcessMetrics:
             )
         now = time.time()
         with self._proc.oneshot():
-            cpu = self._proc.cpu_percent(None)
+            used = self._app_cpu_seconds()
             rss = self._proc.memory_info().rss
             threads = self._proc.num_threads()
+        wall = time.monotonic()
+        elapsed = wall - self._last_wall
+        cpu = max(0.0, used - self._last_cpu) / elapsed * 100 if elapsed > 0 else 0.0
+        self._last_wall, self._last_cpu = wall, used
         return Sample(
             time=now,
             cpu=cpu / self.limits.cpu_cores,

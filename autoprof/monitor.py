@@ -20,7 +20,9 @@ class Monitor:
     """Samples every ``collect_interval`` and feeds the rules; closes overdue captures.
 
     One per process: it binds psutil to the pid it starts in. ``on_triggers`` runs on this
-    thread; it must not block for long (it opens a capture, it does not write it).
+    thread; it must not block for long (it opens a capture, it does not write it), and returns
+    whether the triggers were acted on (which starts their rules' cooldowns). The CPU used by
+    autoprof's own threads (``own_cpu``, seconds) is not counted as the app's.
     """
 
     def __init__(
@@ -29,7 +31,8 @@ class Monitor:
         *,
         errors: ErrorLog,
         inflight: Callable[[], int],
-        on_triggers: Callable[[list[Trigger], Sample], None],
+        own_cpu: Callable[[], float],
+        on_triggers: Callable[[list[Trigger], Sample], bool],
         on_tick: Callable[[float], float | None],
     ) -> None:
         self.settings = settings
@@ -39,6 +42,7 @@ class Monitor:
         self.pid = os.getpid()
         self._errors = errors
         self._inflight = inflight
+        self._own_cpu = own_cpu
         self._on_triggers = on_triggers
         self._on_tick = on_tick
         self._stopping = False
@@ -68,7 +72,7 @@ class Monitor:
 
     def _run(self) -> None:
         try:
-            metrics = ProcessMetrics(self._inflight)
+            metrics = ProcessMetrics(self._inflight, own_cpu=self._own_cpu)
         except Exception as exc:
             self._errors.record("monitor.start", exc)
             return
@@ -103,5 +107,7 @@ class Monitor:
         values = {"cpu": sample.cpu, "mem": sample.mem, "inflight": sample.inflight,
                   "threads": sample.threads}
         triggers = self.rules.observe(values, sample.time)
-        if triggers:
-            self._on_triggers(triggers, sample)
+        # A firing folded into a capture that is already open starts no cooldown, so a
+        # spike that outlasts that capture still opens the next one.
+        if triggers and self._on_triggers(triggers, sample):
+            self.rules.start_cooldown(triggers)

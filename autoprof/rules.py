@@ -7,6 +7,7 @@ A rule fires on the newest sample ``cur`` of a metric when::
 where ``avg`` is the mean of the previous ``window`` samples (``cur`` excluded: Holmes pushes
 ``cur`` into the window before averaging, which quietly raises its own thresholds), once
 ``window`` samples have been seen, and not within ``cooldown`` seconds of its last firing.
+The cooldown starts when the caller acts on a firing (:meth:`RuleSet.start_cooldown`).
 """
 
 from __future__ import annotations
@@ -117,8 +118,7 @@ class RuleState:
             reason, threshold = "diff", avg * (1 + rule.diff / 100)
         else:
             return None
-        self.last_fired = now
-        return Trigger(self.metric, reason, value, avg, threshold, rule, now)
+        return Trigger(self.metric, reason, value, avg, max(rule.min, threshold), rule, now)
 
 
 class RuleSet:
@@ -140,3 +140,10 @@ class RuleSet:
                 if trigger is not None:
                     fired.append(trigger)
         return fired
+
+    def start_cooldown(self, triggers: list[Trigger]) -> None:
+        """The caller acted on these firings: keep their rules quiet for their cooldowns."""
+        for trigger in triggers:
+            state = self.states.get(trigger.metric)
+            if state is not None:
+                state.last_fired = trigger.time

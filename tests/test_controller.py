@@ -133,6 +133,7 @@ def test_rules_firing_while_open_are_recorded_not_reopened(make_autoprof):
     assert ap.capture is first
     assert first is not None
     assert [t.metric for t in first.also_fired] == ["cpu", "mem"]
+    assert not monitor.rules.states["mem"].in_cooldown(3.5)  # folded in: no cooldown
     assert ap.trigger() is None
 
 

@@ -397,3 +397,22 @@ def test_sample_after_fork_raises_in_child() -> None:
     assert "new ProcessMetrics" in result
     assert os.waitstatus_to_exitcode(status) == 0
     assert metrics.sample().rss > 0  # the parent's object still works
+
+
+def test_cpu_of_excluded_threads_is_not_counted() -> None:
+    """Work done by autoprof's own threads (here: this thread, reported as excluded) must
+    not show up as the app's CPU."""
+    excluded = {"on": False, "base": 0.0}
+
+    def own_cpu() -> float:
+        return time.thread_time() - excluded["base"] if excluded["on"] else 0.0
+
+    metrics = ProcessMetrics(own_cpu=own_cpu)
+    excluded["base"], excluded["on"] = time.thread_time(), True
+    metrics.sample()
+    deadline = time.perf_counter() + 0.3
+    while time.perf_counter() < deadline:
+        pass
+    busy = metrics.sample()
+    # A whole core for 0.3 s would read as 100 / cores percent; excluded, it stays near idle.
+    assert busy.cpu < 25 / metrics.limits.cpu_cores

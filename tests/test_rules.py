@@ -9,13 +9,28 @@ from autoprof.rules import RuleSet, RuleState
 
 
 def feed(state: RuleState, values: list[float], *, start: float = 0.0, step: float = 1.0):
-    """Observe values one per `step` seconds; return (index, trigger) for each firing."""
+    """Observe values one per `step` seconds, acting on every firing (which starts the
+    cooldown, as the controller does when it opens a capture); return (index, trigger)s."""
     fired = []
     for i, value in enumerate(values):
         trigger = state.observe(value, start + i * step)
         if trigger is not None:
+            state.last_fired = trigger.time
             fired.append((i, trigger))
     return fired
+
+
+def test_a_firing_nobody_acted_on_starts_no_cooldown():
+    rules = RuleSet({"cpu": Rule(0, None, 50, cooldown=60)}, window=1, cooldown=60)
+    rules.observe({"cpu": 0}, 0)
+    first = rules.observe({"cpu": 90}, 1)
+    assert [t.metric for t in first] == ["cpu"]
+    again = rules.observe({"cpu": 90}, 2)  # e.g. folded into a capture that was already open
+    assert [t.metric for t in again] == ["cpu"]
+    rules.start_cooldown(again)
+    assert rules.observe({"cpu": 90}, 3) == []
+    assert rules.states["cpu"].in_cooldown(61)
+    assert not rules.states["cpu"].in_cooldown(62)
 
 
 def test_no_firing_during_warm_up_even_over_abs():
@@ -33,6 +48,7 @@ def test_sudden_rise_over_average_fires_with_diff_reason():
     assert trigger.reason == "diff"
     assert trigger.average == pytest.approx(21.0)  # 20, 20, 20, 24: excludes the 27
     assert trigger.threshold == pytest.approx(21.0 * 1.25)
+    assert "27.0% >= 26.2% (21.0% average +25%; floor 10%)" in trigger.describe()
     assert trigger.value == 27
 
 
@@ -42,6 +58,15 @@ def test_absolute_threshold_fires_without_a_rise():
     assert len(fired) == 1
     assert fired[0][1].reason == "abs"
     assert fired[0][1].threshold == 80
+
+
+def test_recorded_threshold_includes_the_floor():
+    state = RuleState("cpu", Rule(min=12.5, diff=25, abs=None), window=2, cooldown=0)
+    feed(state, [0, 0])
+    trigger = state.observe(40, 3)
+    assert trigger is not None
+    assert trigger.threshold == 12.5  # not 0 * 1.25: the floor is what had to be crossed
+    assert "40.0% >= 12.5%" in trigger.describe()
 
 
 def test_floor_blocks_rises_below_min():
@@ -108,6 +133,7 @@ def test_ruleset_fires_each_metric_independently_and_in_order():
         assert rules.observe({"cpu": 10, "mem": 10}, t) == []
     fired = rules.observe({"cpu": 20, "mem": 20, "threads": 500}, 2)
     assert [t.metric for t in fired] == ["cpu", "mem"]
+    rules.start_cooldown(fired)
     assert rules.observe({"cpu": 40, "mem": 40}, 3) == []  # both cooling down
 
 

@@ -1,0 +1,347 @@
+"""Watch autoprof catch a memory spike and a CPU spike in a real server, in under a minute.
+
+Run it from the repository root, after ``pip install -e '.[examples]'``::
+
+    python examples/demo.py          # or: python -m examples.demo
+
+It starts the FastAPI example (examples/fastapi_app/app.py) under uvicorn on 127.0.0.1 with
+fast demo settings, spikes its memory until autoprof writes a memory capture, then burns CPU
+until it writes a CPU capture, prints what the two captures hold, and stops the server. The
+dumps stay in a fresh directory under the system temp directory, printed at the start.
+
+Exit status: 0 when both captures were written, 1 otherwise (with the server's output).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+APP = "examples.fastapi_app.app:app"
+
+INTERVAL = 0.5  # seconds between two samples of the process
+WINDOW = 4  # samples the rules average over
+REQUESTS = 3  # requests profiled per capture
+CAPTURE_TIMEOUT = 10.0
+MEM_SPIKE_MB = 64
+MAX_MEM_SPIKES = 12  # at most 768 MiB held, if no capture ever appears
+CPU_SPIKE_S = 1.0
+MAX_CPU_SPIKES = 12
+PHASE_TIMEOUT = 20.0  # seconds a phase may take before the demo gives up
+PROFILE_LINES = 25
+
+
+class DemoError(Exception):
+    """Something did not happen in time; the message says what."""
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def demo_settings(dump_dir: Path) -> dict[str, str]:
+    """Fast, demo-friendly settings as ``AUTOPROF_*`` environment variables.
+
+    The floors are low so that a 64 MiB allocation is a memory spike on any host, and one core
+    kept busy is a CPU spike (CPU is a percentage of all usable cores, so the floor scales
+    down with them) while the memory spikes stay under it. The cooldown makes each rule fire
+    once. In production keep the defaults: a 10 s interval and Holmes's rules.
+    """
+    cpu_floor = 25 / usable_cores()
+    return {
+        "AUTOPROF_DUMP_DIR": str(dump_dir),
+        "AUTOPROF_COLLECT_INTERVAL": str(INTERVAL),
+        "AUTOPROF_WINDOW": str(WINDOW),
+        "AUTOPROF_REQUESTS": str(REQUESTS),
+        "AUTOPROF_CAPTURE_TIMEOUT": f"{CAPTURE_TIMEOUT:g}",
+        "AUTOPROF_COOLDOWN": "600",
+        "AUTOPROF_MEM_RULE": "min=0,diff=25",
+        "AUTOPROF_CPU_RULE": f"min={cpu_floor:.2f},diff=25",
+    }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def step(text: str) -> None:
+    print(text, flush=True)
+
+
+def detail(text: str) -> None:
+    print(f"      {text}", flush=True)
+
+
+class DemoServer:
+    """The FastAPI example under uvicorn, its output going to a log file."""
+
+    def __init__(self, workdir: Path, settings: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "server.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPROF_")}
+        env.update(settings, PYTHONUNBUFFERED="1")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 -- closed in stop()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                APP,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=30.0)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DemoError(f"the server exited with status {self.process.returncode}")
+            try:
+                self.client.get("/", timeout=2.0).raise_for_status()
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise DemoError(f"the server did not answer within {timeout:g} s")
+
+    def log_tail(self, lines: int = 40) -> str:
+        self._log.flush()
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(15)
+        self._log.close()
+
+
+def captures(dump_dir: Path) -> list[Path]:
+    """Complete capture directories, oldest first (a capture appears only once written)."""
+    if not dump_dir.is_dir():
+        return []
+    return sorted(
+        path
+        for path in dump_dir.iterdir()
+        if not path.name.startswith(".") and (path / f"{path.name}_manifest.json").is_file()
+    )
+
+
+def read_manifest(capture: Path) -> dict[str, Any]:
+    return dict(json.loads((capture / f"{capture.name}_manifest.json").read_text()))
+
+
+def spike(
+    server: DemoServer,
+    dump_dir: Path,
+    metric: str,
+    path: str,
+    send: Callable[[], str],
+    *,
+    max_calls: int,
+    pause: float,
+) -> tuple[Path, float]:
+    """Call ``send`` until a capture of ``metric`` that profiled a request to ``path`` appears;
+    return it and the seconds taken."""
+    started = time.monotonic()
+    deadline = started + PHASE_TIMEOUT
+    calls = 0
+    while time.monotonic() < deadline:
+        for capture in captures(dump_dir):
+            manifest = read_manifest(capture)
+            if manifest["trigger"]["metric"] == metric and any(
+                request["path"] == path for request in manifest["requests"]
+            ):
+                return capture, time.monotonic() - started
+        if calls < max_calls:
+            detail(send())
+            calls += 1
+        time.sleep(pause)
+    raise DemoError(
+        f"no {metric} capture after {calls} requests and {PHASE_TIMEOUT:g} s "
+        f"(captures so far: {[c.name for c in captures(dump_dir)] or 'none'})"
+    )
+
+
+def short_path(filename: str) -> str:
+    try:
+        return str(Path(filename).relative_to(REPO_ROOT))
+    except ValueError:
+        return filename
+
+
+def size(num: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(num) < 1024 or unit == "GiB":
+            return f"{num:.0f} {unit}" if unit == "B" else f"{num:.1f} {unit}"
+        num /= 1024
+    raise AssertionError("unreachable")
+
+
+def show(capture: Path, title: str) -> None:
+    manifest = read_manifest(capture)
+    print()
+    print(f"=== {title} " + "=" * max(3, 76 - len(title)))
+    print(f"directory: {capture}")
+    print(f"trigger:   {manifest['trigger']['description']}")
+    print(f"closed:    {manifest['close_reason']}, pid {manifest['pid']} on {manifest['hostname']}")
+    print("profiled requests:")
+    for request in manifest["requests"]:
+        print(
+            f"  {request['index']:>2}  {request['method']} {request['path']:<10} "
+            f"{request['status']}  {request['duration_s']:.3f} s"
+        )
+    if not manifest["requests"]:
+        print("  (none finished before the capture closed)")
+
+    first = next((r for r in manifest["requests"] if "text" in r["files"]), None)
+    if first is not None:
+        name = first["files"]["text"]
+        lines = (capture / name).read_text(encoding="utf-8").strip("\n").splitlines()
+        print(f"profile of request {first['index']} (first {PROFILE_LINES} lines of {name}):")
+        for line in lines[:PROFILE_LINES]:
+            print(f"  | {line}")
+        if len(lines) > PROFILE_LINES:
+            print(f"  | ... {len(lines) - PROFILE_LINES} more lines")
+
+    heap_json = capture / f"{capture.name}_heap.json"
+    growth = json.loads(heap_json.read_text())["growth"] if heap_json.is_file() else None
+    if growth and growth["top"]:
+        top = growth["top"][0]
+        frame = top["traceback"][0]
+        print(
+            f"top heap growth: +{size(top['size_diff'])} in {top['count_diff']} blocks at "
+            f"{short_path(frame['filename'])}:{frame['lineno']}"
+        )
+        print(f"    {frame['line']}")
+    else:
+        print("top heap growth: not tracked (tracemalloc runs for memory captures only)")
+
+    print("files:")
+    for path in sorted(capture.iterdir()):
+        print(f"  {size(path.stat().st_size):>10}  {path.name}")
+
+
+def run() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="autoprof-demo-"))
+    dump_dir = workdir / "dumps"
+    settings = demo_settings(dump_dir)
+    print("autoprof demo: a FastAPI app that profiles itself when its memory or CPU spikes")
+    print(f"  dump directory: {dump_dir}")
+    print(f"  server output:  {workdir / 'server.log'}")
+    shown = [f"{k}={v}" for k, v in settings.items() if k != "AUTOPROF_DUMP_DIR"]
+    print(f"  settings:       {' '.join(shown[:4])}")
+    print(f"                  {' '.join(shown[4:])}")
+    print()
+
+    server = DemoServer(workdir, settings)
+    try:
+        step(f"[1/5] starting uvicorn {APP} on {server.url} ...")
+        started = time.monotonic()
+        server.wait_ready()
+        detail(f"ready in {time.monotonic() - started:.1f} s")
+
+        warm = WINDOW * INTERVAL + 0.5
+        step(
+            f"[2/5] warming up: the rules need {WINDOW} quiet samples, one every {INTERVAL:g} s "
+            f"({warm:g} s) ..."
+        )
+        time.sleep(warm)
+
+        step(f"[3/5] spiking memory: GET /mem?mb={MEM_SPIKE_MB} until a memory capture appears")
+
+        def mem_spike() -> str:
+            response = server.client.get("/mem", params={"mb": MEM_SPIKE_MB})
+            response.raise_for_status()
+            return (
+                f"GET /mem?mb={MEM_SPIKE_MB} -> {response.status_code}, "
+                f"the app now holds {response.json()['held_mb']} MiB"
+            )
+
+        mem_capture, took = spike(
+            server,
+            dump_dir,
+            "mem",
+            "/mem",
+            mem_spike,
+            max_calls=MAX_MEM_SPIKES,
+            pause=INTERVAL * 1.4,
+        )
+        detail(f"memory capture written {took:.1f} s after the first spike: {mem_capture.name}")
+        server.client.post("/mem/release").raise_for_status()
+        detail("POST /mem/release -> the app let go of its buffers")
+
+        step(f"[4/5] spiking CPU: GET /cpu?seconds={CPU_SPIKE_S:g} until a CPU capture appears")
+
+        def cpu_spike() -> str:
+            begun = time.monotonic()
+            response = server.client.get("/cpu", params={"seconds": CPU_SPIKE_S})
+            response.raise_for_status()
+            return (
+                f"GET /cpu?seconds={CPU_SPIKE_S:g} -> {response.status_code} "
+                f"in {time.monotonic() - begun:.2f} s"
+            )
+
+        cpu_capture, took = spike(
+            server, dump_dir, "cpu", "/cpu", cpu_spike, max_calls=MAX_CPU_SPIKES, pause=0.1
+        )
+        detail(f"CPU capture written {took:.1f} s after the first spike: {cpu_capture.name}")
+
+        show(mem_capture, "memory capture")
+        show(cpu_capture, "CPU capture")
+        print()
+        step("[5/5] stopping the server")
+    except (DemoError, httpx.HTTPError) as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        print(f"server output (last lines of {server.log_path}):", file=sys.stderr)
+        print(server.log_tail(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        server.stop()
+    print(f"done. The captures stay in {dump_dir}; open the .html files in a browser, or load")
+    print("the .speedscope.json files into https://www.speedscope.app.")
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()
