@@ -40,6 +40,7 @@ EXTENSIONS = frozenset({"html", "json", "txt", "speedscope.json"})
 
 MANIFEST_KIND = "manifest"
 STALE_AFTER = 3600.0
+MANIFEST_ROOM = 64 * 1024
 """Seconds after which a leftover staging or trash directory is removed at commit."""
 
 _NAME_MAX = 32
@@ -428,22 +429,40 @@ class DumpStore:
         os.rename(info.path, trash)
         _remove_tree(trash)
 
-    def _make_room(self, new_bytes: int, keep: str) -> None:
-        """Delete the oldest captures until one more of ``new_bytes`` fits both budgets."""
-        used = _tree_bytes(str(self.directory)) - _tree_bytes(str(self.directory / keep))
+    def _make_room(self, new_bytes: int, *, new_capture: bool) -> bool:
+        """Under the lock: delete the oldest captures until ``new_bytes`` more fit the byte cap
+        (and, for a capture about to appear, one more fits the count cap). Staging directories
+        count, so the directory is within its caps at every moment, not only after commits."""
+        used = _tree_bytes(str(self.directory))
         existing = self.captures()
+        extra = 1 if new_capture else 0
         while existing and (
-            used + new_bytes > self.max_bytes or len(existing) + 1 > self.max_captures
+            used + new_bytes > self.max_bytes or len(existing) + extra > self.max_captures
         ):
             oldest = existing.pop()
             self._delete(oldest)
             used -= oldest.size
+        return used + new_bytes <= self.max_bytes
 
-    def _publish(self, writer: CaptureWriter, new_bytes: int) -> None:
-        """Under the directory lock: housekeeping, retention, then the rename into place."""
+    def _write_within_caps(self, writer: CaptureWriter, name: str, data: bytes, *,
+                           room: int) -> bool:
+        """Write one staging file if ``room`` bytes fit, making room first; False if not."""
+        with self._locked():
+            if not self._make_room(room, new_capture=False):
+                return False
+            _write_atomic(writer.staging, name, data)
+        return True
+
+    def _publish(self, writer: CaptureWriter, name: str, manifest: bytes) -> None:
+        """Under the directory lock: housekeeping, the manifest, retention, then the rename."""
         with self._locked():
             self._remove_stale(writer.staging.name, time.time())
-            self._make_room(new_bytes, writer.staging.name)
+            if not self._make_room(len(manifest), new_capture=True):
+                raise OSError(
+                    errno.EFBIG,
+                    f"capture {writer.id} does not fit in max_bytes={self.max_bytes}",
+                )
+            _write_atomic(writer.staging, name, manifest)
             target = self.directory / writer.id
             if os.path.lexists(target):
                 raise FileExistsError(errno.EEXIST, "capture already exists", str(target))
@@ -520,10 +539,13 @@ class CaptureWriter:
         self._check_open()
         if name in self.written:
             raise ValueError(f"{name} was already written in this capture")
-        if self._bytes + len(data) > self.store.max_bytes:
+        # Room is kept for the manifest, which commit() writes last and cannot skip.
+        room = len(data) + min(MANIFEST_ROOM, self.store.max_bytes // 8)
+        if room > self.store.max_bytes or not self.store._write_within_caps(
+            self, name, data, room=room
+        ):
             self.skipped.append(kind)
             return None
-        _write_atomic(self.staging, name, data)
         self._bytes += len(data)
         self.written.append(name)
         return name
@@ -549,8 +571,7 @@ class CaptureWriter:
         name = f"{self.id}_{MANIFEST_KIND}.json"
         data = json.dumps(record, indent=2, default=str).encode("utf-8", "backslashreplace")
         try:
-            _write_atomic(self.staging, name, data)
-            self.store._publish(self, self._bytes + len(data))
+            self.store._publish(self, name, data)
         except BaseException:
             with contextlib.suppress(OSError):
                 self.abort()

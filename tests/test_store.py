@@ -42,7 +42,8 @@ def commit_one(
 
 
 def entries(directory: Path) -> list[str]:
-    return sorted(os.listdir(directory))
+    """What the directory holds, besides the lock file shared by all writers."""
+    return sorted(name for name in os.listdir(directory) if name != ".lock")
 
 
 def check_capture(store: DumpStore, info: CaptureInfo) -> dict[str, Any]:
@@ -202,7 +203,7 @@ def test_invisible_until_commit(tmp_path: Path) -> None:
     assert entries(tmp_path) == [writer.staging.name]
 
     info = writer.commit({"trigger": {"value": 81.5}})
-    assert entries(tmp_path) == [".lock", writer.id]
+    assert entries(tmp_path) == [writer.id]
     assert store.captures() == [info]
     assert store.get(writer.id) == info
     manifest = check_capture(store, info)
@@ -264,7 +265,7 @@ def test_failed_commit_leaves_nothing_visible(
     with pytest.raises(OSError, match="I/O error"):
         writer.commit({})
     assert store.captures() == []
-    assert entries(tmp_path) == [".lock"]
+    assert entries(tmp_path) == []
     writer.abort()
     with pytest.raises(RuntimeError):
         writer.commit({})
@@ -330,7 +331,7 @@ def test_retention_by_count(tmp_path: Path) -> None:
     infos = [commit_one(store, created=T0 + i) for i in range(5)]
     remaining = store.captures()
     assert [c.id for c in remaining] == [i.id for i in reversed(infos[2:])]
-    assert entries(tmp_path) == sorted([".lock", *(i.id for i in infos[2:])])
+    assert entries(tmp_path) == sorted(i.id for i in infos[2:])
     for info in remaining:
         check_capture(store, info)
 
@@ -541,5 +542,33 @@ def test_concurrent_processes_share_the_directory(tmp_path: Path) -> None:
     for info in remaining:
         manifest = check_capture(store, info)
         assert manifest["worker"] == info.pid
-    assert [n for n in entries(tmp_path) if n.startswith(".")] == [".lock"]
+    assert [n for n in entries(tmp_path) if n.startswith(".")] == []
     assert store.usage()[1] == len(remaining)
+
+
+def test_caps_hold_at_every_moment_while_a_capture_is_written(tmp_path: Path) -> None:
+    """Staging files count: writing a new capture evicts old ones *before* each write, so
+    the directory never holds more than max_bytes, even between two files of a capture."""
+    store = DumpStore(tmp_path, max_bytes=100_000, max_captures=10)
+    for i in range(4):
+        commit_one(store, created=T0 + i, payload=b"o" * 20_000)
+    writer = store.begin(metric="cpu", reason="diff", created=T0 + 10)
+    for i in range(1, 5):
+        assert writer.write_bytes(f"request-{i}", "html", b"n" * 20_000) is not None
+        used, _ = store.usage()
+        assert used <= store.max_bytes
+    writer.commit({})
+    used, count = store.usage()
+    assert used <= store.max_bytes
+    assert store.captures()[0].id == writer.id
+    assert count < 5  # old captures made room
+
+
+def test_capture_larger_than_the_cap_is_refused_file_by_file(tmp_path: Path) -> None:
+    store = DumpStore(tmp_path, max_bytes=50_000)
+    writer = store.begin(metric="mem", reason="abs")
+    assert writer.write_bytes("request-1", "html", b"x" * 30_000) is not None
+    assert writer.write_bytes("request-2", "html", b"x" * 30_000) is None
+    assert writer.skipped == ["request-2"]
+    info = writer.commit({})
+    assert info.size <= store.max_bytes
