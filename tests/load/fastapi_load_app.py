@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -63,4 +64,5 @@ async def state() -> dict[str, object]:
         "captures_written": autoprof.captures_written,
         "errors": autoprof.errors.snapshot(),
         "enabled": autoprof.settings.enabled,
+        "monitors": [t.name for t in threading.enumerate() if t.name == "autoprof-monitor"],
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 
 from flask import Flask, Response, jsonify, request
@@ -70,4 +71,5 @@ def state() -> Response:
         captures_written=autoprof.captures_written,
         errors=autoprof.errors.snapshot(),
         enabled=autoprof.settings.enabled,
+        monitors=[t.name for t in threading.enumerate() if t.name == "autoprof-monitor"],
     )
