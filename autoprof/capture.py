@@ -79,15 +79,22 @@ class ProfiledRequest:
         self._cpu0: float | None = None
 
     def start(self, *, async_mode: AsyncMode, measure_cpu: bool) -> None:
-        """Start this request's profiler on the calling thread (or async context)."""
-        try:
-            profiler = Profiler(
-                interval=self.capture.settings.profiler_interval, async_mode=async_mode
-            )
-            profiler.start(caller_frame=sys._getframe(1))
-            self._profiler = profiler
-        except Exception as exc:
-            self.capture.problem("profiler.start", exc, self.record)
+        """Start this request's profiler on the calling thread (or async context).
+
+        A profile hook that another tool set on this thread is left alone: pyinstrument would
+        replace it and then clear it, so the request goes unprofiled instead."""
+        hook = sys.getprofile()
+        if hook is not None and not type(hook).__module__.startswith("pyinstrument"):
+            self.record.problems.append(f"not profiled: the thread's profile hook is {hook!r}")
+        else:
+            try:
+                profiler = Profiler(
+                    interval=self.capture.settings.profiler_interval, async_mode=async_mode
+                )
+                profiler.start(caller_frame=sys._getframe(1))
+                self._profiler = profiler
+            except Exception as exc:
+                self.capture.problem("profiler.start", exc, self.record)
         self._cpu0 = time.thread_time() if measure_cpu else None
         self._t0 = time.perf_counter()
 
