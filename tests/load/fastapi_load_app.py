@@ -51,6 +51,24 @@ async def stream(i: int) -> StreamingResponse:
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
+@app.get("/hold")
+async def hold() -> PlainTextResponse:
+    await asyncio.sleep(0.5)
+    return PlainTextResponse("held")
+
+
+@app.get("/trickle")
+async def trickle() -> StreamingResponse:
+    """First chunk at once, the second a second later: time to first byte must stay short."""
+
+    async def chunks():
+        yield b"first\n"
+        await asyncio.sleep(1.0)
+        yield b"second\n"
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
 @app.get("/fail")
 async def fail(i: int) -> JSONResponse:
     return JSONResponse({"error": f"failure {i}"}, status_code=500)

@@ -58,6 +58,24 @@ def stream() -> Response:
     return Response(chunks(), mimetype="text/plain")
 
 
+@app.get("/hold")
+def hold() -> Response:
+    time.sleep(0.5)
+    return Response("held", mimetype="text/plain")
+
+
+@app.get("/trickle")
+def trickle() -> Response:
+    """First chunk at once, the second a second later: time to first byte must stay short."""
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield "first\n"
+        time.sleep(1.0)
+        yield "second\n"
+
+    return Response(chunks(), mimetype="text/plain")
+
+
 @app.get("/fail")
 def fail() -> tuple[Response, int]:
     return jsonify(error=f"failure {index()}"), 500
