@@ -6,8 +6,10 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+import coverage
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -144,3 +146,40 @@ async def test_background_tasks_run_and_disconnects_reach_the_app(make_autoprof)
     assert ap.inflight == {}
     _, manifest = only_capture(ap)
     assert [r["path"] for r in manifest["requests"]] == ["/task", "/l"]
+
+
+def covered_work() -> int:
+    total = 0
+    for i in range(50):
+        total += i  # COVERED-LINE
+    return total
+
+
+def test_coverage_measurement_survives_a_capture(make_autoprof, tmp_path):
+    ap = make_autoprof(requests=1)
+
+    def app(env: Any, start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [])
+        return [str(covered_work()).encode()]
+
+    middleware = AutoProfWSGIMiddleware(app, autoprof=ap)
+
+    def measured() -> Any:
+        cov = coverage.Coverage(data_file=str(tmp_path / "cov"), include=[__file__])
+        cov.start()
+        try:
+            _, result = call(middleware, environ())
+            body = b"".join(result)
+            result.close()  # type: ignore[attr-defined]
+        finally:
+            cov.stop()
+        return body, cov.get_data().lines(__file__)
+
+    ap.trigger()
+    body, lines = in_thread(measured)
+    assert body == b"1225"
+    source = Path(__file__).read_text().splitlines()
+    covered_line = next(n for n, t in enumerate(source, 1) if "# COVERED-LINE" in t)
+    assert covered_line in lines  # coverage kept measuring through the profiled request
+    _, manifest = only_capture(ap)
+    assert set(manifest["requests"][0]["files"]) == {"html", "speedscope", "text"}
