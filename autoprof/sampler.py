@@ -13,9 +13,10 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from types import FrameType
-from typing import Any
+from types import CodeType, FrameType
+from typing import Any, NamedTuple
 
 from pyinstrument.frame import AWAIT_FRAME_IDENTIFIER, DUMMY_ROOT_FRAME_IDENTIFIER
 from pyinstrument.session import Session
@@ -32,16 +33,28 @@ def thread_cpu_time(ident: int) -> float | None:
         return None
 
 
+_IDENTIFIERS: dict[tuple[CodeType, int], str] = {}
+_IDENTIFIERS_MAX = 50_000
+
+
 def frame_identifier(frame: FrameType) -> str:
     """pyinstrument's frame identifier, built from the code object only.
 
     pyinstrument's own ``get_frame_info`` reads ``f_locals`` to find a class name; doing that
     on another thread's running frame would materialise its locals, so the qualified name of
-    the code object stands in for it.
+    the code object stands in for it. Identifiers are cached so that a ring of samples holds
+    references to shared strings, not copies.
     """
     code = frame.f_code
-    name = getattr(code, "co_qualname", code.co_name)
-    return f"{name}\x00{code.co_filename}\x00{code.co_firstlineno}\x01l{frame.f_lineno or 0}"
+    key = (code, frame.f_lineno or 0)
+    found = _IDENTIFIERS.get(key)
+    if found is None:
+        if len(_IDENTIFIERS) >= _IDENTIFIERS_MAX:
+            _IDENTIFIERS.clear()
+        name = getattr(code, "co_qualname", code.co_name)
+        found = f"{name}\x00{code.co_filename}\x00{code.co_firstlineno}\x01l{key[1]}"
+        _IDENTIFIERS[key] = found
+    return found
 
 
 def call_stack(frame: FrameType | None, root: str, *, limit: int) -> list[str]:
@@ -55,11 +68,22 @@ def call_stack(frame: FrameType | None, root: str, *, limit: int) -> list[str]:
     return stack
 
 
-class ThreadSampler:
-    """Samples all threads every ``interval`` seconds until stopped or ``max_samples`` taken.
+class Tick(NamedTuple):
+    """One pass over all threads."""
 
-    ``skip`` names threads to leave out (autoprof's own, by default). The result is a
-    pyinstrument Session from :meth:`session`, to render like any other profile.
+    wall: float
+    elapsed: float
+    records: list[tuple[list[str], float]]
+
+
+class ThreadSampler:
+    """Samples all threads every ``interval`` seconds from its own thread.
+
+    Two uses: a capture's window profile (``ring=False``: stops after ``max_samples``, then
+    :meth:`session`), and the flight recorder (``ring=True``: runs for ever, keeping the last
+    ``max_samples`` passes, and :meth:`snapshot` gives the seconds before a trigger). ``skip``
+    leaves threads out (autoprof's own, by default). Sessions render with pyinstrument's
+    renderers like any other profile.
     """
 
     def __init__(
@@ -67,27 +91,25 @@ class ThreadSampler:
         *,
         interval: float = 0.01,
         max_samples: int = 20_000,
+        ring: bool = False,
         max_depth: int = 200,
         skip: Callable[[threading.Thread], bool] = lambda t: t.name.startswith("autoprof-"),
         description: str = "all threads",
+        name: str = "autoprof-sampler",
     ) -> None:
         self.interval = interval
         self.max_samples = max_samples
+        self.ring = ring
         self.max_depth = max_depth
         self.description = description
         self.samples = 0
         self._skip = skip
-        self._records: list[tuple[list[str], float]] = []
+        self._ticks: deque[Tick] = deque(maxlen=max_samples if ring else None)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="autoprof-sampler", daemon=True)
-        self._started_at = 0.0
-        self._wall_start = 0.0
-        self._duration = 0.0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._cpu_start = 0.0
 
     def start(self) -> None:
-        self._started_at = time.perf_counter()
-        self._wall_start = time.time()
         self._cpu_start = time.process_time()
         self._thread.start()
 
@@ -95,19 +117,37 @@ class ThreadSampler:
         """Ask the sampler to stop; returns at once (safe on an event loop)."""
         self._stop.set()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def session(self, timeout: float = 5.0) -> Session | None:
         """Stop, wait for the sampling thread, and build the Session (None if no samples)."""
         self._stop.set()
-        self._thread.join(timeout)
-        if not self._records:
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+        return self._build(list(self._ticks))
+
+    def snapshot(self, seconds: float | None = None) -> Session | None:
+        """The last ``seconds`` (all that is kept, by default) as a Session; keeps running."""
+        ticks = list(self._ticks)
+        if seconds is not None:
+            cutoff = time.time() - seconds
+            ticks = [t for t in ticks if t.wall >= cutoff]
+        return self._build(ticks)
+
+    def _build(self, ticks: list[Tick]) -> Session | None:
+        records = [record for tick in ticks for record in tick.records]
+        if not records:
             return None
+        duration = sum(t.elapsed for t in ticks)
         return Session(
-            frame_records=list(self._records),
-            start_time=self._wall_start,
-            duration=self._duration,
+            frame_records=records,
+            start_time=ticks[0].wall - ticks[0].elapsed,
+            duration=duration,
             min_interval=self.interval,
             max_interval=self.interval,
-            sample_count=self.samples,
+            sample_count=len(ticks),
             start_call_stack=[DUMMY_ROOT_FRAME_IDENTIFIER],  # nothing to trim: threads are roots
             target_description=self.description,
             cpu_time=time.process_time() - self._cpu_start,
@@ -119,19 +159,25 @@ class ThreadSampler:
         own = threading.get_ident()
         last = time.perf_counter()
         cpu_before: dict[int, float] = {}
-        while not self._stop.wait(self.interval) and self.samples < self.max_samples:
+        while not self._stop.wait(self.interval):
+            if not self.ring and self.samples >= self.max_samples:
+                return
             now = time.perf_counter()
             elapsed, last = now - last, now
-            self._sample(own, elapsed, cpu_before)
+            self._ticks.append(Tick(time.time(), elapsed, self._sample(own, elapsed, cpu_before)))
             self.samples += 1
-            self._duration = now - self._started_at
 
-    def _sample(self, own: int, elapsed: float, cpu_before: dict[int, float]) -> None:
+    def _sample(
+        self, own: int, elapsed: float, cpu_before: dict[int, float]
+    ) -> list[tuple[list[str], float]]:
         threads = {t.ident: t for t in threading.enumerate()}
+        records = []
+        seen = set()
         for ident, frame in sys._current_frames().items():
             thread = threads.get(ident)
             if ident == own or (thread is not None and self._skip(thread)):
                 continue
+            seen.add(ident)
             name = thread.name if thread is not None else "<unknown>"
             stack = call_stack(frame, f"{name}\x00<thread>\x00{ident}", limit=self.max_depth)
             cpu = thread_cpu_time(ident)
@@ -142,13 +188,16 @@ class ThreadSampler:
                 cpu - previous < WAITING_CPU_SHARE * elapsed
             ):
                 stack.append(AWAIT_FRAME_IDENTIFIER)
-            self._records.append((stack, elapsed))
+            records.append((stack, elapsed))
+        for gone in cpu_before.keys() - seen:
+            del cpu_before[gone]
+        return records
 
     def info(self) -> dict[str, Any]:
         """What the manifest says about this sampler."""
         return {
             "interval": self.interval,
             "samples": self.samples,
-            "max_samples": self.max_samples,
-            "duration_s": self._duration,
+            "kept": len(self._ticks),
+            "ring": self.ring,
         }

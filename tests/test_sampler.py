@@ -69,3 +69,32 @@ def test_no_samples_no_session():
     sampler = ThreadSampler(interval=10)
     sampler.start()
     assert sampler.session() is None
+
+
+def work_before_the_trigger(seconds: float) -> None:
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        sum(i * i for i in range(1000))
+
+
+def test_flight_recorder_keeps_the_seconds_before_a_trigger_in_a_bounded_ring():
+    recorder = ThreadSampler(interval=0.01, max_samples=30, ring=True, name="autoprof-recorder")
+    recorder.start()
+    try:
+        worker = threading.Thread(target=work_before_the_trigger, args=(0.3,), name="culprit")
+        worker.start()
+        worker.join()  # the culprit is over by the time a rule would fire
+        time.sleep(0.05)
+        session = recorder.snapshot()
+        assert session is not None
+        assert "work_before_the_trigger" in render_session(session, "text")
+        assert recorder.alive  # a snapshot does not stop the recorder
+        time.sleep(0.5)  # 50 more passes: the ring forgets the oldest
+        assert recorder.info()["kept"] == 30
+        assert recorder.samples > 30
+        later = recorder.snapshot(seconds=0.2)
+        assert later is not None
+        assert "work_before_the_trigger" not in render_session(later, "text")
+    finally:
+        recorder.session()
+    assert not recorder.alive
