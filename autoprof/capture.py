@@ -62,6 +62,15 @@ class RequestRecord:
     problems: list[str] = field(default_factory=list)
 
 
+_UNSAFE = re.compile(r"[^\w /.:{}~-]")
+
+
+def _safe_text(text: str) -> str:
+    # The title ends up inside pyinstrument's HTML <script> unescaped: a request path such as
+    # "/</script><script>..." must not be able to close it.
+    return _UNSAFE.sub("_", text)
+
+
 class ProfiledRequest:
     """Handle an adapter holds for a request the capture chose to profile.
 
@@ -115,7 +124,7 @@ class ProfiledRequest:
             if self._profiler is not None:
                 try:
                     session = self._profiler.stop()
-                    session.target_description = (
+                    session.target_description = _safe_text(
                         f"{record.method} {record.route or record.path}: request {record.index} "
                         f"of autoprof capture {self.capture.id}"
                     )

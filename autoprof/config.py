@@ -12,14 +12,21 @@ import difflib
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autoprof.admin.http import AdminRequest
 
 METRICS = ("cpu", "mem", "inflight", "threads")
 PROFILE_FORMATS = ("html", "speedscope", "text")
 ENV_PREFIX = "AUTOPROF_"
+ADMIN_TOKEN_MIN = 16
+SECRET_OPTIONS = frozenset({"admin_token"})
+"""Options whose values never appear in a message or a repr."""
+_PREFIX_RE = re.compile(r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+")
 
 
 class ConfigError(ValueError):
@@ -112,7 +119,9 @@ class Settings:
 
     Durations are seconds; rules are :class:`Rule` or ``None`` (off). ``heap_growth`` applies
     to captures opened by the memory rule: tracemalloc slows allocation-heavy code several
-    times over, which would distort the CPU profiles of other captures.
+    times over, which would distort the CPU profiles of other captures. The ``admin_*``
+    options turn on and guard the admin route (:mod:`autoprof.admin`); ``admin=True`` needs
+    ``admin_token`` or ``admin_authorize``, and the token never appears in a repr or an error.
     """
 
     enabled: bool = True
@@ -135,6 +144,12 @@ class Settings:
     heap_growth: bool = True
     heap_frames: int = 10
     thread_stacks: bool = True
+    admin: bool = False
+    admin_prefix: str = "/_autoprof"
+    admin_token: str | None = field(default=None, repr=False)
+    admin_authorize: Callable[[AdminRequest], bool] | None = None
+    admin_max_failures: int = 5
+    admin_lockout: float = 300.0
 
     def __post_init__(self) -> None:
         _check(isinstance(self.enabled, bool), "enabled must be True or False")
@@ -173,6 +188,47 @@ class Settings:
                 ) from None
         object.__setattr__(self, "dump_dir", os.fspath(self.dump_dir))
         _check(bool(self.dump_dir), "dump_dir must be a directory path")
+        self._check_admin()
+
+    def _check_admin(self) -> None:
+        _check(isinstance(self.admin, bool), "admin must be True or False")
+        prefix = self.admin_prefix
+        _check(
+            isinstance(prefix, str) and _PREFIX_RE.fullmatch(prefix) is not None,
+            f"admin_prefix must be a path like /_autoprof: starting with '/', no trailing '/', "
+            f"segments of letters, digits and . _ ~ - (not starting with '.'), got {prefix!r}",
+        )
+        token = self.admin_token
+        if token is not None:
+            _check(
+                isinstance(token, str)
+                and len(token) >= ADMIN_TOKEN_MIN
+                and token.isascii()
+                and token.isprintable()
+                and not any(c.isspace() for c in token),
+                f"admin_token must be at least {ADMIN_TOKEN_MIN} printable ASCII characters "
+                "without spaces; make one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+            )
+        _check(
+            self.admin_authorize is None or callable(self.admin_authorize),
+            "admin_authorize must be a function taking the admin request and returning a bool",
+        )
+        _check(
+            isinstance(self.admin_max_failures, int)
+            and not isinstance(self.admin_max_failures, bool)
+            and self.admin_max_failures >= 1,
+            f"admin_max_failures must be a whole number >= 1, got {self.admin_max_failures!r}",
+        )
+        _check(
+            _is_number(self.admin_lockout) and self.admin_lockout > 0,
+            f"admin_lockout must be seconds > 0, got {self.admin_lockout!r}",
+        )
+        _check(
+            not self.admin or token is not None or self.admin_authorize is not None,
+            "admin=True needs a guard: set admin_token (AUTOPROF_ADMIN_TOKEN, at least "
+            f"{ADMIN_TOKEN_MIN} characters) or admin_authorize=a function(request) -> bool",
+        )
 
     @property
     def rules(self) -> dict[str, Rule]:
@@ -218,7 +274,8 @@ class Settings:
             try:
                 options[name] = _parse_value(name, str(types[name]), raw)
             except (ConfigError, ValueError) as exc:
-                raise ConfigError(f"{key}={raw!r} in the {source}: {exc}") from None
+                shown = "<hidden>" if name in SECRET_OPTIONS else repr(raw)
+                raise ConfigError(f"{key}={shown} in the {source}: {exc}") from None
         return options
 
     @classmethod
@@ -247,6 +304,8 @@ def _parse_value(name: str, type_name: str, raw: Any) -> Any:
         return raw
     if name.endswith("_rule"):
         return Rule.parse(raw)
+    if name == "admin_authorize":
+        raise ConfigError("a function cannot come from a string: pass admin_authorize= in code")
     if type_name == "bool":
         if raw.strip().lower() in _TRUE:
             return True
@@ -262,7 +321,7 @@ def _parse_value(name: str, type_name: str, raw: Any) -> Any:
             raise ConfigError(f"expected a whole number, got {raw!r}") from None
     if type_name == "float":
         return parse_duration(raw)
-    if name == "path_filter":
+    if name in ("path_filter", "admin_token"):
         return raw or None
     return raw
 

@@ -62,6 +62,7 @@ class AutoProf:
         self.running = False
         self.captures_written = 0
         self.last_capture_id: str | None = None
+        self._last_manual: float | None = None
         self._monitor: Monitor | None = None
         self._worker = Worker(self.errors)
         self._lock = threading.Lock()
@@ -187,9 +188,19 @@ class AutoProf:
         monitor = self._monitor
         sample = monitor.last if monitor is not None else None
         capture = self._open([trig], sample, reason=reason)
-        if capture is not None and monitor is not None:
-            monitor.wake()
+        if capture is not None:
+            self._last_manual = time.monotonic()
+            if monitor is not None:
+                monitor.wake()
         return capture
+
+    def manual_cooldown_remaining(self) -> float:
+        """Seconds until the ``cooldown`` after the last :meth:`trigger` has passed (the admin
+        route refuses manual captures until then; ``trigger()`` itself does not)."""
+        last = self._last_manual
+        if last is None:
+            return 0.0
+        return max(0.0, self.settings.cooldown - (time.monotonic() - last))
 
     def claim(self, method: str, path: str) -> ProfiledRequest | None:
         """A profiling handle for this request if the open capture wants it (adapters)."""
@@ -326,6 +337,7 @@ class AutoProf:
                 "finished": len(capture.finished),
                 "deadline_in": capture.deadline - time.monotonic(),
             },
+            "manual_cooldown_remaining": self.manual_cooldown_remaining(),
             "captures_written": self.captures_written,
             "dump_dir": str(self.store.directory),
             "errors": self.errors.snapshot(),

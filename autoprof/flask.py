@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, request
+from flask import Blueprint, Flask, Response, request
 
+from autoprof.admin import AdminApp
+from autoprof.admin.http import SECURITY_HEADER_NAMES, security_headers
 from autoprof.config import Settings
-from autoprof.wsgi import ROUTE_KEY, AutoProfWSGIMiddleware
+from autoprof.wsgi import ROUTE_KEY, AutoProfWSGIMiddleware, admin_request
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
     from autoprof.controller import AutoProf
+
+BLUEPRINT = "autoprof_admin"
+#: environ key where the admin view leaves the security headers of its answer.
+HEADERS_KEY = "autoprof.admin_headers"
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def init_flask(autoprof: AutoProf, app: Flask) -> None:
@@ -18,7 +28,9 @@ def init_flask(autoprof: AutoProf, app: Flask) -> None:
 
     ``AUTOPROF_*`` keys of ``app.config`` override the controller's keyword options. The
     controller is stored as ``app.extensions["autoprof"]``; ``app.wsgi_app`` is wrapped by
-    :class:`autoprof.AutoProfWSGIMiddleware`, so the profile covers the whole request.
+    :class:`autoprof.AutoProfWSGIMiddleware`, so the profile covers the whole request. With
+    ``AUTOPROF_ADMIN`` on, the admin route is the Blueprint ``autoprof_admin`` under the
+    prefix; its ``admin_authorize`` function runs inside Flask's request context.
     """
     existing = app.extensions.get("autoprof")
     if existing is autoprof:
@@ -29,10 +41,70 @@ def init_flask(autoprof: AutoProf, app: Flask) -> None:
     if options:
         autoprof.configure(**options)
     app.extensions["autoprof"] = autoprof
-    app.wsgi_app = AutoProfWSGIMiddleware(app.wsgi_app, autoprof=autoprof)  # type: ignore[method-assign]
+    middleware = _FlaskMiddleware(app.wsgi_app, autoprof=autoprof)
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+    if middleware.admin is not None:
+        app.register_blueprint(admin_blueprint(middleware.admin))
 
     @app.before_request
     def _autoprof_note_route() -> None:
         # Only a profiled request needs its route template; the idle path stays a flag check.
         if autoprof.capture is not None and request.url_rule is not None:
             request.environ[ROUTE_KEY] = request.url_rule.rule
+
+
+def admin_blueprint(admin: AdminApp) -> Blueprint:
+    """The admin route as a Blueprint: one view translating ``flask.request``."""
+    blueprint = Blueprint(BLUEPRINT, __name__, url_prefix=admin.prefix)
+
+    def admin_view(sub: str = "") -> Response:
+        sub_path = admin.sub_path(request.path)
+        assert sub_path is not None  # every rule, and _claim_prefix, is below the prefix
+        adapted, body_ok = admin_request(admin, sub_path, request.environ, request.stream)
+        answer = admin.handle(adapted) if body_ok else admin.body_too_large(adapted)
+        request.environ[HEADERS_KEY] = [
+            (k, v) for k, v in answer.headers if k.lower() in SECURITY_HEADER_NAMES
+        ]
+        response = Response(answer.body, status=answer.status, headers=answer.headers)
+        response.content_length = int(answer.header("Content-Length") or 0)  # HEAD: no body
+        return response
+
+    @blueprint.before_app_request
+    def _claim_prefix() -> Response | None:
+        # The prefix is autoprof's: an app route under it, or no route at all, still gets here.
+        if request.blueprint != BLUEPRINT and admin.sub_path(request.path) is not None:
+            return admin_view()
+        return None
+
+    for rule in ("", "/", "/<path:sub>"):
+        blueprint.add_url_rule(
+            rule,
+            view_func=admin_view,
+            methods=_METHODS,
+            provide_automatic_options=False,
+            strict_slashes=False,
+            merge_slashes=False,
+        )
+    return blueprint
+
+
+class _FlaskMiddleware(AutoProfWSGIMiddleware):
+    """Admin paths go to the app (its Blueprint serves them), not profiled nor counted in
+    flight, and leave with the admin's security headers whatever the app's hooks did."""
+
+    def _serve_admin(
+        self,
+        admin: AdminApp,
+        sub_path: str,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        if not self.autoprof.running:
+            self.autoprof.ensure_started()
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            wanted = environ.get(HEADERS_KEY) or security_headers()
+            kept = [(k, v) for k, v in headers if k.lower() not in SECURITY_HEADER_NAMES]
+            return start_response(status, [*kept, *wanted], exc_info)
+
+        return self.app(environ, start)

@@ -137,7 +137,11 @@ class ThreadSampler:
         return self._build(ticks)
 
     def _build(self, ticks: list[Tick]) -> Session | None:
-        records = [record for tick in ticks for record in tick.records]
+        # Thread by thread (time order kept within each): pyinstrument builds its tree as a
+        # timeline, and interleaved threads would break it into slivers too small to show.
+        records = sorted(
+            (record for tick in ticks for record in tick.records), key=lambda r: r[0][0]
+        )
         if not records:
             return None
         duration = sum(t.elapsed for t in ticks)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from http import HTTPStatus
+from typing import IO, TYPE_CHECKING, Any
 
+from autoprof.admin import AdminApp, AdminRequest, AdminResponse
+from autoprof.admin.http import MAX_BODY, mount_base
 from autoprof.capture import ProfiledRequest
 from autoprof.controller import AutoProf
 
@@ -29,6 +32,9 @@ class AutoProfWSGIMiddleware:
     so streamed bodies are counted while they stream. When a capture is open, each of the next
     N requests runs under its own pyinstrument profiler on its own thread, covering the app call
     and the iteration of the body; its thread CPU time is recorded too.
+
+    With ``admin=True`` it also serves the admin route under ``admin_prefix`` (below the app's
+    ``SCRIPT_NAME``); those requests are never profiled nor counted in flight.
     """
 
     def __init__(
@@ -36,8 +42,15 @@ class AutoProfWSGIMiddleware:
     ) -> None:
         self.app = app
         self.autoprof = AutoProf.for_adapter("AutoProfWSGIMiddleware", autoprof, options)
+        #: The admin route, or None when it is off (then no path is intercepted).
+        self.admin = AdminApp.for_controller(self.autoprof)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        admin = self.admin
+        if admin is not None:
+            sub_path = admin.sub_path(request_path(environ))
+            if sub_path is not None:
+                return self._serve_admin(admin, sub_path, environ, start_response)
         ap = self.autoprof
         if not ap.running:
             ap.ensure_started()
@@ -55,6 +68,20 @@ class AutoProfWSGIMiddleware:
             inflight.pop(key, None)
             raise
 
+    def _serve_admin(
+        self,
+        admin: AdminApp,
+        sub_path: str,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        if not self.autoprof.running:
+            self.autoprof.ensure_started()
+        request, body_ok = admin_request(admin, sub_path, environ, environ.get("wsgi.input"))
+        response = admin.handle(request) if body_ok else admin.body_too_large(request)
+        start_response(_status_line(response), response.headers)
+        return [response.body]
+
     def _profiled(
         self, handle: ProfiledRequest, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
@@ -70,6 +97,61 @@ class AutoProfWSGIMiddleware:
             handle.finish(route=environ.get(ROUTE_KEY), error=type(exc))
             raise
         return _Profiled(result, self.autoprof.inflight, id(environ), handle, environ)
+
+
+def request_path(environ: WSGIEnvironment) -> str:
+    """``PATH_INFO`` as text (PEP 3333 carries it as latin-1; browsers send UTF-8)."""
+    path: str = environ.get("PATH_INFO", "")
+    try:
+        return path.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return path
+
+
+def admin_request(
+    admin: AdminApp, sub_path: str, environ: WSGIEnvironment, stream: IO[bytes] | None
+) -> tuple[AdminRequest, bool]:
+    """The admin request of a WSGI environ; False if the POST body was too large to read.
+
+    The body is read from ``stream`` (``wsgi.input``, or Flask's ``request.stream``), at most
+    :data:`MAX_BODY` bytes of it.
+    """
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    body = b""
+    body_ok = True
+    if method == "POST" and stream is not None:
+        declared = environ.get("CONTENT_LENGTH") or ""
+        if declared.strip().isdigit():
+            length = int(declared)
+            body_ok = length <= MAX_BODY
+            body = stream.read(length) if body_ok and length else b""
+        elif environ.get("wsgi.input_terminated"):
+            body = stream.read(MAX_BODY + 1)
+            body_ok = len(body) <= MAX_BODY
+    headers = [
+        (key[5:].replace("_", "-").lower(), value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_") and isinstance(value, str)
+    ]
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers.append((key.replace("_", "-").lower(), environ[key]))
+    request = AdminRequest.build(
+        method=method,
+        path=sub_path,
+        base=mount_base(environ.get("SCRIPT_NAME", ""), admin.prefix),
+        query_string=environ.get("QUERY_STRING", ""),
+        headers=headers,
+        body=body if body_ok else b"",
+        client=environ.get("REMOTE_ADDR"),
+        secure=environ.get("wsgi.url_scheme") == "https",
+        native=environ,
+    )
+    return request, body_ok
+
+
+def _status_line(response: AdminResponse) -> str:
+    return f"{response.status} {HTTPStatus(response.status).phrase}"
 
 
 class _InFlight:

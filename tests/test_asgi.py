@@ -322,3 +322,21 @@ def test_autoprof_app_registers_middleware_on_starlette(make_autoprof):
     with pytest.raises(TypeError, match="AutoProfWSGIMiddleware"):
         ap.init_app(object())
 
+
+
+async def test_request_path_cannot_inject_script_into_the_profile_html(make_autoprof):
+    ap = make_autoprof(requests=1)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse("x")(scope, receive, send)
+
+    middleware = AutoProfMiddleware(app, autoprof=ap)
+    ap.trigger()
+    evil = "/x</script><script>alert(1)</script>"
+    await middleware({"type": "http", "method": "GET", "path": evil, "headers": []},
+                     _no_receive, _no_send)
+    info, manifest = only_capture(ap)
+    html = read_file(info, manifest["requests"][0]["files"]["html"])
+    assert "<script>alert(1)" not in html
+    assert html.count("</script>") == html.lower().count("<script")  # no extra closer
+    assert manifest["requests"][0]["path"] == evil  # the manifest (JSON) keeps the truth

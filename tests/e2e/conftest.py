@@ -47,6 +47,9 @@ APPS: dict[str, tuple[str, str]] = {
     # name -> (app module file relative to the repo root, import path of the app)
     "fastapi": ("examples/fastapi_app/app.py", "examples.fastapi_app.app:app"),
     "flask": ("examples/flask_app/app.py", "examples.flask_app.app:app"),
+    # the examples plus an app route under the admin prefix (tests/e2e/test_admin_e2e.py)
+    "fastapi-admin": ("examples/fastapi_app/app.py", "tests.e2e.apps.fastapi_admin:app"),
+    "flask-admin": ("examples/flask_app/app.py", "tests.e2e.apps.flask_admin:app"),
 }
 
 
@@ -66,9 +69,9 @@ def source_line(relative_path: str, needle: str) -> int:
 
 
 def server_command(app: str, port: int) -> list[str]:
-    """uvicorn (one worker) for the FastAPI app, gunicorn with two sync workers for Flask."""
+    """uvicorn (one worker) for the FastAPI apps, gunicorn with two sync workers for Flask."""
     target = APPS[app][1]
-    if app == "fastapi":
+    if app.startswith("fastapi"):
         options = f"--host 127.0.0.1 --port {port} --no-access-log"
         return [sys.executable, "-m", "uvicorn", target, *options.split()]
     options = f"--workers 2 --bind 127.0.0.1:{port} --graceful-timeout 5 --timeout 60"

@@ -1,0 +1,324 @@
+"""The admin route's HTML: small templates, every value escaped, no script, no external asset."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#222;background:#fff}
+header{background:#263238;color:#fff;padding:8px 20px;display:flex;gap:18px;align-items:center}
+header a{color:#cfd8dc;text-decoration:none}header a:hover{color:#fff}
+header form{margin-left:auto}main{padding:14px 20px;max-width:1200px}
+h1{font-size:20px;margin:6px 0 12px}h2{font-size:16px;margin:20px 0 8px}
+table{border-collapse:collapse;margin:4px 0 10px}
+th,td{border-bottom:1px solid #e3e3e3;padding:4px 10px 4px 0;text-align:left;vertical-align:top}
+th{font-weight:600;color:#555}td.n{text-align:right;font-variant-numeric:tabular-nums}
+code,pre{font:12px/1.4 ui-monospace,monospace}pre{background:#f6f8fa;padding:10px;overflow:auto}
+.muted{color:#777}.bad{color:#b03a2e}.ok{color:#1e8449}
+button{font:inherit;padding:4px 12px;cursor:pointer}input{font:inherit;padding:4px;width:22em}
+.box{border:1px solid #ddd;border-radius:4px;padding:12px;margin:10px 0;max-width:780px}
+"""
+
+
+def esc(value: object) -> str:
+    """``value`` as HTML text (quotes escaped too, so it is safe in attributes)."""
+    return escape("" if value is None else str(value), quote=True)
+
+
+def when(epoch: object) -> str:
+    """Epoch seconds as ``2026-11-25 15:18:38 UTC``."""
+    if not isinstance(epoch, (int, float)) or isinstance(epoch, bool):
+        return ""
+    try:
+        moment = datetime.fromtimestamp(float(epoch), tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return ""
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def mapping(value: object) -> dict[str, Any]:
+    """``value`` if it is a dict (manifest fields are read defensively), else ``{}``."""
+    return value if isinstance(value, dict) else {}
+
+
+def num(value: object, digits: int = 1, unit: str = "") -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return ""
+    return f"{value:.{digits}f}{unit}"
+
+
+def size(value: object) -> str:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return ""
+    if value < 1024:
+        return f"{value} B"
+    if value < 2**20:
+        return f"{value / 1024:.1f} KiB"
+    return f"{value / 2**20:.1f} MiB"
+
+
+def link(href: str, text: object) -> str:
+    return f'<a href="{esc(href)}">{esc(text)}</a>'
+
+
+def capture_url(base: str, capture_id: str, name: str | None = None) -> str:
+    url = f"{base}/captures/{quote(capture_id, safe='')}"
+    return url if name is None else f"{url}/{quote(name, safe='')}"
+
+
+def table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: Iterable[int] = ()) -> str:
+    """A table of pre-escaped cells; columns in ``numeric`` align right."""
+    right = set(numeric)
+    out = ["<table><tr>", *(f"<th>{esc(h)}</th>" for h in head), "</tr>"]
+    for row in rows:
+        cells = (
+            f'<td class="n">{c}</td>' if i in right else f"<td>{c}</td>" for i, c in enumerate(row)
+        )
+        out.extend(["<tr>", *cells, "</tr>"])
+    out.append("</table>")
+    return "".join(out)
+
+
+def pairs(items: Iterable[tuple[str, str]]) -> str:
+    """A two-column table of (label, pre-escaped value)."""
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in items)
+    return f"<table>{rows}</table>"
+
+
+def layout(
+    title: str, base: str, body: str, *, nav: bool = True, refresh: int | None = None
+) -> bytes:
+    """A whole page: header with navigation (and logout), title, body."""
+    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
+    header = ""
+    if nav:
+        header = (
+            f"<header><strong>autoprof</strong>{link(base + '/', 'Captures')}"
+            f"{link(base + '/status', 'Status')}"
+            f'<form method="post" action="{esc(base)}/logout"><button>Log out</button></form>'
+            "</header>"
+        )
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"{meta}<title>{esc(title)} - autoprof</title><style>{STYLE}</style></head><body>"
+        f"{header}<main><h1>{esc(title)}</h1>{body}</main></body></html>"
+    )
+    return page.encode("utf-8")
+
+
+def message_page(base: str, title: str, text: str, *, nav: bool = True) -> bytes:
+    return layout(title, base, f"<p>{esc(text)}</p>", nav=nav)
+
+
+def login_page(base: str, message: str | None, *, has_token: bool) -> bytes:
+    """The page a browser gets instead of a 401: a login form when a token is configured."""
+    note = f'<p class="bad">{esc(message)}</p>' if message else ""
+    if not has_token:
+        body = f"{note}<p>This admin route lets only requests its authorize function accepts.</p>"
+        return layout("Not authorized", base, body, nav=False)
+    body = (
+        f'{note}<form class="box" method="post" action="{esc(base)}/login">'
+        '<p><label>Admin token<br><input type="password" name="token" autocomplete="off" '
+        'autofocus required></label></p><p><button type="submit">Log in</button></p></form>'
+        '<p class="muted">Scripts and tools: send <code>Authorization: Bearer &lt;token&gt;</code>'
+        " instead.</p>"
+    )
+    return layout("Log in", base, body, nav=False)
+
+
+def index_page(base: str, rows: Sequence[Mapping[str, Any]], usage: tuple[int, int]) -> bytes:
+    """Captures, newest first."""
+    cells = []
+    for row in rows:
+        cells.append(
+            [
+                link(capture_url(base, row["id"]), row["time"]),
+                esc(row["pid"]),
+                esc(row["host"]),
+                esc(f"{row['metric']} ({row['reason']})"),
+                esc(num(row["value"])),
+                esc(num(row["threshold"])),
+                esc(row["requests"]),
+                esc(size(row["size"])),
+            ]
+        )
+    body = (
+        table(
+            ["time", "pid", "host", "trigger", "value", "threshold", "requests", "size"],
+            cells,
+            numeric=(1, 4, 5, 6, 7),
+        )
+        if cells
+        else '<p class="muted">No captures yet.</p>'
+    )
+    used, count = usage
+    body += (
+        f'<p class="muted">{count} captures, {esc(size(used))} in the dump directory. '
+        f'JSON: {link(base + "/?format=json", "?format=json")}</p>'
+    )
+    return layout("Captures", base, body)
+
+
+def capture_page(base: str, summary: Mapping[str, Any], manifest: Mapping[str, Any]) -> bytes:
+    """One capture: why it was taken, the requests profiled, its files, the whole manifest."""
+    capture_id = summary["id"]
+    trigger = mapping(manifest.get("trigger"))
+    files = summary["files"]
+
+    def file_links(name: object) -> str:
+        if not isinstance(name, str) or name not in files:
+            return ""
+        url = capture_url(base, capture_id, name)
+        return f"{link(url, 'view')} {link(url + '?download=1', 'download')}"
+
+    facts = [
+        ("trigger", esc(trigger.get("description"))),
+        ("metric, reason", esc(f"{summary['metric']}, {summary['reason']}")),
+        ("value", esc(num(trigger.get("value")))),
+        ("window average", esc(num(trigger.get("average")))),
+        ("threshold", esc(num(trigger.get("threshold")))),
+        ("opened", esc(when(manifest.get("opened_at")))),
+        ("closed", esc(f"{when(manifest.get('closed_at'))} ({manifest.get('close_reason')})")),
+        ("pid, host", esc(f"{summary['pid']}, {summary['host']}")),
+        ("size", esc(size(summary["size"]))),
+    ]
+    body = pairs(facts)
+    requests = [r for r in manifest.get("requests") or [] if isinstance(r, dict)]
+    rows = []
+    for r in requests:
+        profiles = mapping(r.get("files"))
+        rows.append(
+            [
+                esc(r.get("index")),
+                esc(r.get("method")),
+                f"<code>{esc(r.get('path'))}</code>",
+                esc(r.get("route")),
+                esc(r.get("status")),
+                esc(num(_ms(r.get("duration_s")), 0)),
+                esc(num(_ms(r.get("cpu_s")), 0)),
+                esc(r.get("error")),
+                " &middot; ".join(
+                    f"{esc(fmt)}: {file_links(name)}" for fmt, name in profiles.items()
+                ),
+            ]
+        )
+    body += f"<h2>Requests profiled ({len(requests)})</h2>"
+    body += table(
+        ["#", "method", "path", "route", "status", "ms", "CPU ms", "error", "profiles"],
+        rows,
+        numeric=(0, 4, 5, 6),
+    )
+    body += "<h2>Files</h2>" + table(
+        ["file", ""], ([f"<code>{esc(name)}</code>", file_links(name)] for name in files)
+    )
+    for key, title in (("also_fired", "Also fired"), ("problems", "Problems"),
+                       ("skipped_files", "Skipped files (over the size budget)")):
+        items = manifest.get(key)
+        if items:
+            body += f"<h2>{esc(title)}</h2><ul>"
+            body += "".join(
+                f"<li>{esc(i.get('description') if isinstance(i, dict) else i)}</li>"
+                for i in items
+            )
+            body += "</ul>"
+    versions = manifest.get("versions")
+    if isinstance(versions, dict):
+        body += "<h2>Versions</h2>" + pairs((str(k), esc(v)) for k, v in versions.items())
+    text = json.dumps(manifest, indent=2, default=str)
+    body += f"<details><summary>Manifest (JSON)</summary><pre>{esc(text)}</pre></details>"
+    return layout(f"Capture {capture_id}", base, body)
+
+
+def status_page(
+    base: str, status: Mapping[str, Any], svg: str, usage: tuple[int, int]
+) -> bytes:
+    """Live state: the timeline, current sample, rules, the open capture, errors, trigger."""
+    sample = status.get("sample") or {}
+    limits = status.get("limits") or {}
+    body = f"<h2>Last {esc(status.get('history_shown', 0))} samples</h2>{svg}"
+    body += "<h2>Now</h2>" + pairs(
+        [
+            ("pid", esc(status.get("pid"))),
+            ("monitor", esc("running" if status.get("running") else "not running")
+             + esc(f", every {status.get('collect_interval')} s")),
+            ("CPU", esc(num(sample.get("cpu"), unit=" %"))
+             + esc(f" of {num(limits.get('cpu_cores'), 2)} cores ({limits.get('cpu_source')})"
+                   if limits else "")),
+            ("memory", esc(num(sample.get("mem"), unit=" %"))
+             + esc(f" ({size(sample.get('rss'))} of {size(limits.get('mem_bytes'))}, "
+                   f"{limits.get('mem_source')})" if limits else "")),
+            ("threads", esc(sample.get("threads"))),
+            ("requests in flight", esc(status.get("inflight"))),
+            ("sampled at", esc(when(sample.get("time")))),
+        ]
+    )
+    rules = status.get("rules") or {}
+    rows = []
+    for metric, rule in rules.items():
+        spec = rule.get("rule") or {}
+        rows.append(
+            [
+                esc(metric),
+                esc(", ".join(f"{k}={v}" for k, v in spec.items() if v is not None)),
+                esc(num(rule.get("average")) or "warming up"),
+                esc(num(rule.get("threshold"))),
+                esc(num(rule.get("cooldown_remaining"), 0, " s")),
+            ]
+        )
+    body += "<h2>Rules</h2>" + (
+        table(["metric", "rule", "window average", "fires at", "cooldown left"], rows,
+              numeric=(2, 3, 4))
+        if rows
+        else '<p class="muted">No rule is running (the monitor starts with the first request).</p>'
+    )
+    capture = status.get("capture")
+    body += "<h2>Capture</h2>"
+    if capture:
+        trigger = capture.get("trigger") or {}
+        body += pairs(
+            [
+                ("open", f"<code>{esc(capture.get('id'))}</code>"),
+                ("why", esc(trigger.get("description"))),
+                ("requests", esc(f"{capture.get('finished')} finished of "
+                                 f"{capture.get('claimed')} claimed")),
+                ("closes in", esc(num(capture.get("deadline_in"), 0, " s"))),
+            ]
+        )
+    else:
+        body += '<p class="muted">None open.</p>'
+    wait = status.get("manual_cooldown_remaining") or 0
+    note = ""
+    if capture:
+        note = "A capture is open."
+    elif wait > 0:
+        note = f"Manual captures are cooling down: {wait:.0f} s left."
+    body += (
+        f'<form method="post" action="{esc(base)}/trigger"><button type="submit">'
+        f'Capture now</button> <span class="muted">{esc(note)}</span></form>'
+    )
+    errors = status.get("errors") or {}
+    body += "<h2>Internal errors</h2>" + (
+        table(["where", "count"], ([esc(k), esc(v)] for k, v in sorted(errors.items())),
+              numeric=(1,))
+        if errors
+        else '<p class="ok">None.</p>'
+    )
+    used, count = usage
+    body += (
+        f'<p class="muted">Dump directory <code>{esc(status.get("dump_dir"))}</code>: '
+        f'{count} captures, {esc(size(used))}. This page reloads every 10 s. '
+        f'JSON: {link(base + "/status?format=json", "?format=json")}</p>'
+    )
+    return layout("Status", base, body, refresh=10)
+
+
+def _ms(seconds: object) -> float | None:
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        return seconds * 1000
+    return None

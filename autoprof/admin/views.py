@@ -1,0 +1,332 @@
+"""The admin route's views, behind the guard: captures, one capture, a file, status, trigger.
+
+``AdminApp.handle`` takes an :class:`AdminRequest` whose path is below the prefix and returns
+an :class:`AdminResponse`; it never raises (a failure of its own is counted and answered
+500). It does blocking work (listing the dump directory, reading files, opening a capture
+takes a heap census): adapters on an event loop call it in a worker thread.
+
+Routes below the prefix::
+
+    GET  /                      captures, newest first (HTML, or JSON)
+    GET  /captures/{id}          one capture: its manifest, links to its files
+    GET  /captures/{id}/{name}   a file (pyinstrument HTML runs sandboxed); ?download=1
+    GET  /status                 live metrics, rules, cooldowns, errors, SVG timeline
+    POST /trigger                open a capture now (409 while one is open or cooling down)
+    GET  /login, POST /login     token form, sets the session cookie; POST /logout
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from autoprof.admin import files, pages
+from autoprof.admin.guard import COOKIE_NAME, SESSION_TTL, Guard, Verdict, same_origin
+from autoprof.admin.http import (
+    DUMP_FILE_CSP,
+    DUMP_HTML_CSP,
+    AdminRequest,
+    AdminResponse,
+    security_headers,
+)
+from autoprof.admin.timeline import Mark, timeline_svg
+from autoprof.store import CaptureInfo
+
+if TYPE_CHECKING:
+    from autoprof.controller import AutoProf
+
+HISTORY_SHOWN = 180
+"""Samples drawn on the status timeline (30 minutes at the default 10 s interval)."""
+
+View = Callable[[AdminRequest, Verdict, list[str]], AdminResponse]
+
+
+class AdminApp:
+    """The admin route of one controller; adapters serve it under ``settings.admin_prefix``."""
+
+    def __init__(self, autoprof: AutoProf) -> None:
+        settings = autoprof.settings
+        self.autoprof = autoprof
+        self.prefix = settings.admin_prefix
+        self.guard = Guard(
+            token=settings.admin_token,
+            authorize=settings.admin_authorize,
+            max_failures=settings.admin_max_failures,
+            lockout=settings.admin_lockout,
+            errors=autoprof.errors,
+        )
+        self._trigger_lock = threading.Lock()
+        # (segments, first segment or None, methods, view) for the guarded routes
+        self._routes: list[tuple[int, str | None, tuple[str, ...], View]] = [
+            (0, None, ("GET",), self.index),
+            (1, "status", ("GET",), self.status),
+            (1, "trigger", ("POST",), self.trigger),
+            (2, "captures", ("GET",), self.capture),
+            (3, "captures", ("GET",), self.file),
+        ]
+
+    @classmethod
+    def for_controller(cls, autoprof: AutoProf) -> AdminApp | None:
+        """The admin app if the settings turn it on (``admin`` and ``enabled``), else None."""
+        settings = autoprof.settings
+        return cls(autoprof) if settings.admin and settings.enabled else None
+
+    def sub_path(self, path: str) -> str | None:
+        """The part of ``path`` below the prefix (``""``, ``"/..."``), or None if not ours."""
+        if not path.startswith(self.prefix):
+            return None
+        rest = path[len(self.prefix) :]
+        return rest if not rest or rest[0] == "/" else None
+
+    def body_too_large(self, request: AdminRequest) -> AdminResponse:
+        """The answer to a POST whose body is over :data:`autoprof.admin.http.MAX_BODY`."""
+        response = self._error(request, 413, "Request body too large.")
+        response.headers.append(("Content-Length", str(len(response.body))))
+        return response
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def handle(self, request: AdminRequest) -> AdminResponse:
+        """Answer one admin request; never raises."""
+        try:
+            response = self._dispatch(request)
+        except Exception as exc:
+            self.autoprof.errors.record("admin", exc)
+            response = self._error(request, 500, "The admin route failed; see the app's log.")
+        response.headers.append(("Content-Length", str(len(response.body))))
+        if request.method == "HEAD":
+            response.body = b""
+        return response
+
+    def _dispatch(self, request: AdminRequest) -> AdminResponse:
+        method = "GET" if request.method == "HEAD" else request.method
+        parts = request.path.split("/")[1:] if request.path.startswith("/") else []
+        if parts and parts[-1] == "":
+            parts.pop()
+        if parts in (["login"], ["logout"]):
+            view = self.login if parts[0] == "login" else self.logout
+            allowed = ("GET", "POST") if parts[0] == "login" else ("POST",)
+            if method not in allowed:
+                return self._not_allowed(request, allowed)
+            return view(request, Verdict(), parts)
+        verdict = self.guard.check(request)
+        if not verdict.ok:
+            return self._unauthorized(request, verdict)
+        for length, head, methods, route_view in self._routes:
+            if len(parts) == length and (head is None or parts[0] == head):
+                if method not in methods:
+                    return self._not_allowed(request, methods)
+                return route_view(request, verdict, parts)
+        return self._error(request, 404, "Nothing here.")
+
+    # -- views ----------------------------------------------------------------------------
+
+    def index(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
+        store = self.autoprof.store
+        rows = [self._summary(request, info, files.manifest_of(info)) for info in store.captures()]
+        usage = store.usage()
+        if request.wants_json():
+            return _json(200, {"captures": rows, "bytes": usage[0], "count": len(rows)})
+        return _html(200, pages.index_page(request.base, rows, usage))
+
+    def capture(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
+        info = self.autoprof.store.get(parts[1])
+        if info is None:
+            return self._error(request, 404, "No such capture.")
+        manifest = files.manifest_of(info) or {}
+        summary = self._summary(request, info, manifest)
+        if request.wants_json():
+            return _json(200, {**summary, "manifest": manifest})
+        return _html(200, pages.capture_page(request.base, summary, manifest))
+
+    def file(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
+        try:
+            found = files.read_listed(self.autoprof.store, parts[1], parts[2])
+        except files.TooLarge:
+            return self._error(request, 413, "This file is too large to serve here; copy it "
+                                             "from the dump directory.")
+        if found is None:
+            return self._error(request, 404, "No such file.")
+        name, data = found
+        if "download" in request.query:
+            headers = [
+                *security_headers(DUMP_FILE_CSP),
+                ("Content-Type", files.content_type(name)),
+                ("Content-Disposition", f'attachment; filename="{name}"'),
+            ]
+            return AdminResponse(200, headers, data)
+        csp = DUMP_FILE_CSP
+        if name.endswith(".html"):
+            csp, data = DUMP_HTML_CSP, files.with_storage_shim(data)
+        headers = [*security_headers(csp), ("Content-Type", files.content_type(name)),
+                   ("Content-Disposition", f'inline; filename="{name}"')]
+        return AdminResponse(200, headers, data)
+
+    def status(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
+        ap = self.autoprof
+        state = ap.status()
+        monitor = ap.monitor
+        history = list(monitor.history)[-HISTORY_SHOWN:] if monitor is not None else []
+        store = ap.store
+        marks = [
+            Mark(info.created, info.metric, f"{info.id}: {info.metric} ({info.reason})")
+            for info in store.captures()
+        ]
+        open_capture = ap.capture
+        if open_capture is not None:
+            trig = open_capture.trigger
+            marks.append(Mark(trig.time, trig.metric, f"{open_capture.id} (open)"))
+        state["history_shown"] = len(history)
+        if request.wants_json():
+            state["history"] = [s._asdict() for s in history]
+            state["triggers"] = [m._asdict() for m in marks]
+            return _json(200, state)
+        thresholds = {m: r.get("threshold") for m, r in state["rules"].items()}
+        svg = timeline_svg(history, marks, thresholds)
+        return _html(200, pages.status_page(request.base, state, svg, store.usage()))
+
+    def trigger(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
+        if verdict.via != "bearer" and not same_origin(request):
+            return self._error(request, 403, "Cross-site request refused: post from the admin "
+                                             "page, or send an Authorization header.")
+        ap = self.autoprof
+        with self._trigger_lock:
+            open_capture = ap.capture
+            wait = ap.manual_cooldown_remaining()
+            if open_capture is not None:
+                return self._conflict(request, f"Capture {open_capture.id} is open.", None)
+            if wait > 0:
+                return self._conflict(
+                    request, f"Manual captures are cooling down: {wait:.0f} s left.", wait
+                )
+            capture = ap.trigger()
+        if capture is None:
+            if ap.capture is not None:
+                return self._conflict(request, f"Capture {ap.capture.id} is open.", None)
+            return self._error(request, 503, "Could not open a capture; see the status page.")
+        if verdict.via == "bearer" or request.wants_json():
+            body = {"capture": capture.id, "state": "open", "requests": ap.settings.requests,
+                    "timeout": ap.settings.capture_timeout, "url": f"{request.base}/status"}
+            return _json(202, body)
+        return _redirect(f"{request.base}/status")
+
+    def login(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
+        guard = self.guard
+        if request.method != "POST":
+            if not guard.has_token:
+                return self._error(request, 404, "There is no login: this admin route is "
+                                                 "guarded by the app's authorize function.")
+            return _html(200, pages.login_page(request.base, None, has_token=True))
+        if not guard.has_token:
+            return self._error(request, 404, "There is no login here.")
+        if not same_origin(request):
+            return self._error(request, 403, "Cross-site login refused.")
+        result = guard.attempt(request.client, request.form.get("token", ""))
+        if not result.ok:
+            return self._unauthorized(request, result)
+        cookie = (
+            f"{COOKIE_NAME}={guard.new_session()}; Path={request.base}; Max-Age={SESSION_TTL}; "
+            f"HttpOnly; SameSite=Strict{'; Secure' if request.secure else ''}"
+        )
+        response = _redirect(f"{request.base}/")
+        response.headers.append(("Set-Cookie", cookie))
+        return response
+
+    def logout(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
+        if not same_origin(request):
+            return self._error(request, 403, "Cross-site request refused.")
+        response = _redirect(f"{request.base}/login")
+        response.headers.append(
+            ("Set-Cookie", f"{COOKIE_NAME}=; Path={request.base}; Max-Age=0; HttpOnly; "
+                           "SameSite=Strict")
+        )
+        return response
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _summary(
+        self, request: AdminRequest, info: CaptureInfo, manifest: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        manifest = manifest or {}
+        trigger = pages.mapping(manifest.get("trigger"))
+        requests = manifest.get("requests")
+        return {
+            "id": info.id,
+            "created": info.created,
+            "time": datetime.fromtimestamp(info.created, tz=timezone.utc).strftime(
+                "%Y-%m-%d %H:%M:%S UTC"
+            ),
+            "pid": info.pid,
+            "host": manifest.get("hostname"),
+            "metric": info.metric,
+            "reason": info.reason,
+            "value": trigger.get("value"),
+            "average": trigger.get("average"),
+            "threshold": trigger.get("threshold"),
+            "description": trigger.get("description"),
+            "requests": len(requests) if isinstance(requests, list) else 0,
+            "close_reason": manifest.get("close_reason"),
+            "size": info.size,
+            "files": list(info.files),
+            "url": pages.capture_url(request.base, info.id),
+        }
+
+    def _unauthorized(self, request: AdminRequest, verdict: Verdict) -> AdminResponse:
+        if verdict.retry_after is not None:
+            wait = max(1, round(verdict.retry_after))
+            response = self._error(
+                request, 429, f"Too many wrong tokens: try again in {wait} s.", nav=False
+            )
+            response.headers.append(("Retry-After", str(wait)))
+            return response
+        message = "Wrong token." if verdict.presented else "Log in to see autoprof's dumps."
+        if request.wants_json() or "authorization" in request.headers:
+            response = _json(401, {"error": "unauthorized", "detail": message})
+        else:
+            page = pages.login_page(
+                request.base, message if verdict.presented else None,
+                has_token=self.guard.has_token,
+            )
+            response = _html(401, page)
+        if self.guard.has_token:
+            response.headers.append(("WWW-Authenticate", 'Bearer realm="autoprof"'))
+        return response
+
+    def _conflict(self, request: AdminRequest, text: str, wait: float | None) -> AdminResponse:
+        response = self._error(request, 409, text)
+        if wait is not None:
+            response.headers.append(("Retry-After", str(max(1, round(wait)))))
+        return response
+
+    def _not_allowed(self, request: AdminRequest, methods: tuple[str, ...]) -> AdminResponse:
+        response = self._error(request, 405, f"Use {' or '.join(methods)} here.")
+        allow = ", ".join(("HEAD", *methods) if "GET" in methods else methods)
+        response.headers.append(("Allow", allow))
+        return response
+
+    def _error(
+        self, request: AdminRequest, status: int, text: str, *, nav: bool = True
+    ) -> AdminResponse:
+        title = HTTPStatus(status).phrase
+        if request.wants_json() or "authorization" in request.headers:
+            return _json(status, {"error": title.lower(), "detail": text})
+        return _html(status, pages.message_page(request.base, title, text, nav=nav))
+
+
+def _html(status: int, body: bytes) -> AdminResponse:
+    return AdminResponse(
+        status, [*security_headers(), ("Content-Type", "text/html; charset=utf-8")], body
+    )
+
+
+def _json(status: int, obj: Any) -> AdminResponse:
+    body = json.dumps(obj, indent=1, default=str).encode("utf-8")
+    return AdminResponse(status, [*security_headers(), ("Content-Type", "application/json")], body)
+
+
+def _redirect(location: str) -> AdminResponse:
+    return AdminResponse(303, [*security_headers(), ("Location", location)])
