@@ -27,6 +27,7 @@ from autoprof.config import Settings
 from autoprof.errors import ErrorLog
 from autoprof.render import extension, render_session
 from autoprof.rules import Trigger
+from autoprof.sampler import ThreadSampler
 from autoprof.store import CaptureInfo, CaptureWriter
 from autoprof.worker import Worker
 
@@ -148,6 +149,7 @@ class Capture:
         errors: ErrorLog,
         on_close: Callable[[Capture], None],
         context: dict[str, Any],
+        recorder: ThreadSampler | None = None,
     ) -> None:
         self.trigger = triggers[0]
         self.also_fired = triggers[1:]
@@ -171,6 +173,12 @@ class Capture:
         self.census: dict[str, Any] | None = None
         self.thread_stacks: list[dict[str, Any]] | None = None
         self.heap_tracker: heap.HeapTracker | None = None
+        self.recorder = recorder
+        self.before: Any = None
+        self.thread_sampler: ThreadSampler | None = None
+        #: Process-wide profiles by kind ("all-threads", "before-trigger"), then their files.
+        self.profiles: dict[str, Any] = {}
+        self.profile_files: dict[str, dict[str, str]] = {}
         self.info: CaptureInfo | None = None
 
     @property
@@ -193,6 +201,20 @@ class Capture:
             tracker = heap.HeapTracker(frames=settings.heap_frames)
             if self._guarded("heap.tracemalloc", tracker.start):
                 self.heap_tracker = tracker
+        if self.recorder is not None:
+            self._guarded("flight_recorder", self._take_recording)
+        if settings.thread_profile:
+            sampler = ThreadSampler(
+                interval=settings.sampler_interval,
+                max_samples=int(settings.capture_timeout / settings.sampler_interval) + 1,
+                description=f"all threads during autoprof capture {self.id}",
+            )
+            if self._guarded("sampler.start", sampler.start):
+                self.thread_sampler = sampler
+
+    def _take_recording(self) -> None:
+        assert self.recorder is not None
+        self.before = self.recorder.snapshot()
 
     def _take_stacks(self) -> None:
         self.thread_stacks = stacks.thread_stacks()
@@ -239,6 +261,8 @@ class Capture:
                 return
             self.close_reason = reason
             self.closed_at = time.time()
+        if self.thread_sampler is not None:
+            self.thread_sampler.stop_soon()
         self._on_close(self)
 
     def problem(self, where: str, exc: BaseException, record: RequestRecord | None = None) -> None:
@@ -256,16 +280,22 @@ class Capture:
             return False
 
     def _write_profile(self, record: RequestRecord, session: Any) -> None:
+        record.files.update(self._render(f"request-{record.index}", session, record))
+
+    def _render(
+        self, kind: str, session: Any, record: RequestRecord | None = None
+    ) -> dict[str, str]:
+        """Render a session in every configured format; returns {format: file name}."""
+        files = {}
         for fmt in self.settings.profile_formats:
             try:
-                name = self.writer.write_text(
-                    f"request-{record.index}", extension(fmt), render_session(session, fmt)
-                )
+                name = self.writer.write_text(kind, extension(fmt), render_session(session, fmt))
             except Exception as exc:
                 self.problem(f"render.{fmt}", exc, record)
                 continue
             if name is not None:
-                record.files[fmt] = name
+                files[fmt] = name
+        return files
 
     def finalize(self) -> None:
         """Write heap, stacks and manifest and make the capture visible (worker thread)."""
@@ -275,6 +305,13 @@ class Capture:
                 growth = self.heap_tracker.stop()
             except Exception as exc:
                 self.problem("heap.growth", exc)
+        if self.thread_sampler is not None:
+            try:
+                self.profiles["all-threads"] = self.thread_sampler.session()
+            except Exception as exc:
+                self.problem("sampler", exc)
+        if self.before is not None:
+            self.profiles["before-trigger"] = self.before
         try:
             self._write_reports(growth)
             self.info = self.writer.commit(self.manifest())
@@ -284,6 +321,9 @@ class Capture:
 
     def _write_reports(self, growth: dict[str, Any] | None) -> None:
         writer = self.writer
+        for kind, session in self.profiles.items():
+            if session is not None:
+                self.profile_files[kind] = self._render(kind, session)
         if self.census is not None or growth is not None:
             writer.write_text("heap", "txt", heap.render_heap_text(self.census, growth))
             writer.write_json("heap", {"census": self.census, "growth": growth})
@@ -313,6 +353,9 @@ class Capture:
                 "path_filter": settings.path_filter,
                 "profiler_interval": settings.profiler_interval,
                 "rules": {m: asdict(r) for m, r in settings.rules.items()},
+            },
+            "profiles": {
+                kind: {"files": self.profile_files.get(kind, {})} for kind in self.profiles
             },
             "heap": {
                 "census": self.census is not None,

@@ -144,6 +144,10 @@ class Settings:
     heap_growth: bool = True
     heap_frames: int = 10
     thread_stacks: bool = True
+    thread_profile: bool = True
+    sampler_interval: float = 0.01
+    flight_recorder: float = 0.0
+    flight_recorder_interval: float = 0.1
     admin: bool = False
     admin_prefix: str = "/_autoprof"
     admin_token: str | None = field(default=None, repr=False)
@@ -153,13 +157,18 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check(isinstance(self.enabled, bool), "enabled must be True or False")
-        for name in ("collect_interval", "capture_timeout", "profiler_interval"):
+        for name in (
+            "collect_interval",
+            "capture_timeout",
+            "profiler_interval",
+            "sampler_interval",
+            "flight_recorder_interval",
+        ):
             value = getattr(self, name)
             _check(_is_number(value) and value > 0, f"{name} must be seconds > 0, got {value!r}")
-        _check(
-            _is_number(self.cooldown) and self.cooldown >= 0,
-            f"cooldown must be seconds >= 0, got {self.cooldown!r}",
-        )
+        for name in ("cooldown", "flight_recorder"):
+            value = getattr(self, name)
+            _check(_is_number(value) and value >= 0, f"{name} must be seconds >= 0, got {value!r}")
         for name in ("window", "requests", "max_captures", "max_bytes", "heap_frames"):
             value = getattr(self, name)
             _check(

@@ -13,12 +13,14 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
+from autoprof.breaker import CircuitBreaker
 from autoprof.capture import Capture, ProfiledRequest
 from autoprof.config import ConfigError, Settings
 from autoprof.errors import ErrorLog
 from autoprof.metrics import Sample
 from autoprof.monitor import Monitor
 from autoprof.rules import Trigger
+from autoprof.sampler import ThreadSampler
 from autoprof.store import DumpStore
 from autoprof.worker import Worker
 
@@ -64,6 +66,9 @@ class AutoProf:
         self.last_capture_id: str | None = None
         self._last_manual: float | None = None
         self._monitor: Monitor | None = None
+        self._recorder: ThreadSampler | None = None
+        #: Stops capturing after repeated failures (a full disk...) and retries later.
+        self.breaker = CircuitBreaker()
         self._worker = Worker(self.errors)
         self._lock = threading.Lock()
         _instances.add(self)
@@ -145,12 +150,32 @@ class AutoProf:
                 self._monitor = monitor
             except Exception as exc:
                 self.errors.record("start", exc)
+            if self.settings.flight_recorder > 0:
+                self._start_recorder()
+
+    def _start_recorder(self) -> None:
+        settings = self.settings
+        recorder = ThreadSampler(
+            interval=settings.flight_recorder_interval,
+            max_samples=max(1, int(settings.flight_recorder / settings.flight_recorder_interval)),
+            ring=True,
+            description=f"all threads in the {settings.flight_recorder:g}s before the trigger",
+            name="autoprof-recorder",
+        )
+        try:
+            recorder.start()
+            self._recorder = recorder
+        except Exception as exc:
+            self.errors.record("flight_recorder.start", exc)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the monitor, close an open capture and wait (bounded) for dumps to be written."""
         capture = self.capture
         if capture is not None:
             capture.close("shutdown")
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            recorder.stop_soon()
         monitor, self._monitor = self._monitor, None
         if monitor is not None:
             monitor.stop(timeout)
@@ -169,6 +194,7 @@ class AutoProf:
         self.capture = None
         self.inflight.clear()
         self._monitor = None
+        self._recorder = None
         self._worker.reset_after_fork()
         self._lock = threading.Lock()
         self.running = False
@@ -243,10 +269,16 @@ class AutoProf:
                              "; ".join(t.describe() for t in triggers))
                 return None
             first = triggers[0]
+            if not self.breaker.allow(time.monotonic()):
+                retry = self.breaker.state(time.monotonic())["retry_in"]
+                _log_triggers(triggers, f"no capture: capturing is paused for {retry:.0f}s "
+                              "after repeated failures")
+                return None
             try:
                 writer = self.store.begin(metric=first.metric, reason=reason or first.reason)
             except Exception as exc:
                 self.errors.record("store.begin", exc)
+                self._capture_failed()
                 _log_triggers(triggers, "no capture: the dump store failed")
                 return None
             monitor = self._monitor
@@ -266,6 +298,7 @@ class AutoProf:
                     else [],
                     "inflight_at_trigger": len(self.inflight),
                 },
+                recorder=self._recorder,
             )
             capture.collect_at_trigger()
             self.capture = capture
@@ -277,13 +310,26 @@ class AutoProf:
         )
         return capture
 
+    def _capture_failed(self) -> None:
+        if self.breaker.failure(time.monotonic()):
+            state = self.breaker.state(time.monotonic())
+            logger.warning(
+                "autoprof: %d captures failed in a row; capturing paused for %.0fs (see the "
+                "errors in ap.status())", state["consecutive_failures"], state["retry_in"]
+            )
+
     def _closed(self, capture: Capture) -> None:
         if self.capture is capture:
             self.capture = None
         self._worker.submit("capture.finalize", lambda: self._finalize(capture))
 
     def _finalize(self, capture: Capture) -> None:
-        capture.finalize()
+        try:
+            capture.finalize()
+        except BaseException:
+            self._capture_failed()
+            raise
+        self.breaker.success()
         info = capture.info
         if info is None:
             return
@@ -338,6 +384,8 @@ class AutoProf:
                 "deadline_in": capture.deadline - time.monotonic(),
             },
             "manual_cooldown_remaining": self.manual_cooldown_remaining(),
+            "breaker": self.breaker.state(time.monotonic()),
+            "flight_recorder": self._recorder.info() if self._recorder is not None else None,
             "captures_written": self.captures_written,
             "dump_dir": str(self.store.directory),
             "errors": self.errors.snapshot(),

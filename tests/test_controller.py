@@ -220,3 +220,58 @@ def test_fork_child_restarts_its_own_monitor(make_autoprof):
     assert state == {"running": False, "capture": False, "new_monitor": True, "alive": True,
                      "pid": pid}
     assert ap.capture is not None  # the parent's capture is untouched
+
+
+def threadpool_hot_loop(stop: Any) -> None:
+    while not stop.is_set():
+        sum(i * i for i in range(500))
+
+
+def test_all_threads_profile_names_work_no_request_profiler_sees(make_autoprof):
+    """A sync endpoint runs in a threadpool, out of sight of the request's own profiler."""
+    import threading
+
+    ap = make_autoprof(requests=1, capture_timeout=0.5, sampler_interval=0.005)
+    stop = threading.Event()
+    worker = threading.Thread(target=threadpool_hot_loop, args=(stop,), name="pool-1")
+    worker.start()
+    try:
+        ap.trigger()
+        time.sleep(0.6)  # the deadline closes the capture
+    finally:
+        stop.set()
+        worker.join()
+    info, manifest = only_capture(ap)
+    files = manifest["profiles"]["all-threads"]["files"]
+    assert set(files) == {"html", "speedscope", "text"}
+    text = read_file(info, files["text"])
+    assert "pool-1" in text
+    assert "threadpool_hot_loop" in text
+    assert "autoprof-" not in text  # autoprof's own threads are left out
+
+
+def culprit_before_the_trigger(seconds: float) -> None:
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        sum(i * i for i in range(500))
+
+
+def test_flight_recorder_adds_the_seconds_before_the_trigger(make_autoprof):
+    import threading
+
+    ap = make_autoprof(requests=1, capture_timeout=0.2, flight_recorder=5,
+                       flight_recorder_interval=0.01, thread_profile=False)
+    ap.ensure_started()
+    worker = threading.Thread(target=culprit_before_the_trigger, args=(0.3,), name="early")
+    worker.start()
+    worker.join()  # over before the trigger: only the recorder saw it
+    assert ap.status()["flight_recorder"]["samples"] > 0
+    ap.trigger()
+    for _ in range(100):  # the monitor closes it at its deadline
+        if ap.capture is None:
+            break
+        time.sleep(0.05)
+    info, manifest = only_capture(ap)
+    assert set(manifest["profiles"]) == {"before-trigger"}
+    text = read_file(info, manifest["profiles"]["before-trigger"]["files"]["text"])
+    assert "culprit_before_the_trigger" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 import tracemalloc
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -71,7 +72,9 @@ def test_profiler_failures_cost_only_the_profile(make_autoprof, monkeypatch, whe
     if where == "stop":
         assert counts == {"profiler.stop": 2}
     else:
-        assert counts == {"render.html": 2, "render.speedscope": 2, "render.text": 2}
+        # two requests and the all-threads profile of the capture window
+        assert counts == {"render.html": 3, "render.speedscope": 3, "render.text": 3}
+        assert manifest["profiles"] == {"all-threads": {"files": {}}}
     if where == "stop":
         # the profiler that could not be stopped is still subscribed: clean up for the suite
         monkeypatch.undo()
@@ -141,6 +144,7 @@ def test_psutil_failing_is_counted_and_logged_once(make_autoprof, monkeypatch, c
 def test_dump_dir_faults_never_reach_the_app(make_autoprof, monkeypatch, caplog, code, text):
     caplog.set_level(logging.WARNING, logger="autoprof")
     ap = make_autoprof(requests=1)
+    ap.breaker.reset_after = ap.breaker.open_for = 0.3  # retry soon, for the test
     app = AutoProfWSGIMiddleware(hello_app, autoprof=ap)
     real_write = autoprof.store._write_atomic
     monkeypatch.setattr(autoprof.store, "_write_atomic", raiser(OSError(code, text)))
@@ -156,8 +160,16 @@ def test_dump_dir_faults_never_reach_the_app(make_autoprof, monkeypatch, caplog,
     assert len(finalize_logs) == 1
     assert text in finalize_logs[0].getMessage()
 
+    # Three failures in a row open the circuit breaker: no capture is even attempted.
+    assert ap.status()["breaker"]["state"] == "open"
+    assert ap.trigger() is None
+    serve(app, 1)
+    assert any("capturing paused" in r.getMessage() for r in caplog.records)
+
     monkeypatch.setattr(autoprof.store, "_write_atomic", real_write)  # the fault is gone
-    ap.trigger()
+    time.sleep(0.35)  # past the breaker's retry time: one attempt is let through
+    assert ap.trigger() is not None
     serve(app, 1)
     _, manifest = only_capture(ap)
     assert len(manifest["requests"]) == 1
+    assert ap.status()["breaker"]["state"] == "closed"
