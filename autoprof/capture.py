@@ -203,6 +203,8 @@ class Capture:
                 self.heap_tracker = tracker
         if self.recorder is not None:
             self._guarded("flight_recorder", self._take_recording)
+        # The window for requests starts now, after the (possibly slow) census.
+        self.deadline = time.monotonic() + settings.capture_timeout
         if settings.thread_profile:
             sampler = ThreadSampler(
                 interval=settings.sampler_interval,
@@ -224,6 +226,8 @@ class Capture:
 
     def claim(self, method: str, path: str) -> ProfiledRequest | None:
         """Reserve a profiling slot for this request, or None (full, filtered, or over)."""
+        if self._remaining <= 0:  # all slots taken: the common case while a capture runs on
+            return None
         if self._filter is not None and not self._filter.search(path):
             return None
         if time.monotonic() >= self.deadline:
@@ -307,9 +311,15 @@ class Capture:
                 self.problem("heap.growth", exc)
         if self.thread_sampler is not None:
             try:
-                self.profiles["all-threads"] = self.thread_sampler.session()
+                window = self.thread_sampler.session()
             except Exception as exc:
                 self.problem("sampler", exc)
+            else:
+                if window is not None:  # a capture shorter than one interval has no samples
+                    self.profiles["all-threads"] = window
+            if self.thread_sampler.failures:
+                self.problems.append(f"sampler: {self.thread_sampler.failures} samples failed, "
+                                     f"last: {self.thread_sampler.last_failure}")
         if self.before is not None:
             self.profiles["before-trigger"] = self.before
         try:

@@ -145,7 +145,7 @@ class Settings:
     heap_frames: int = 10
     thread_stacks: bool = True
     thread_profile: bool = True
-    sampler_interval: float = 0.01
+    sampler_interval: float = 0.02
     flight_recorder: float = 0.0
     flight_recorder_interval: float = 0.1
     admin: bool = False

@@ -10,7 +10,7 @@ from flask import Blueprint, Flask, Response, request
 from autoprof.admin import AdminApp
 from autoprof.admin.http import SECURITY_HEADER_NAMES, security_headers
 from autoprof.config import Settings
-from autoprof.wsgi import ROUTE_KEY, AutoProfWSGIMiddleware, admin_request
+from autoprof.wsgi import AutoProfWSGIMiddleware, admin_request
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -41,16 +41,10 @@ def init_flask(autoprof: AutoProf, app: Flask) -> None:
     if options:
         autoprof.configure(**options)
     app.extensions["autoprof"] = autoprof
-    middleware = _FlaskMiddleware(app.wsgi_app, autoprof=autoprof)
+    middleware = _FlaskMiddleware(app.wsgi_app, autoprof=autoprof, flask_app=app)
     app.wsgi_app = middleware  # type: ignore[method-assign]
     if middleware.admin is not None:
         app.register_blueprint(admin_blueprint(middleware.admin))
-
-    @app.before_request
-    def _autoprof_note_route() -> None:
-        # Only a profiled request needs its route template; the idle path stays a flag check.
-        if autoprof.capture is not None and request.url_rule is not None:
-            request.environ[ROUTE_KEY] = request.url_rule.rule
 
 
 def admin_blueprint(admin: AdminApp) -> Blueprint:
@@ -91,6 +85,15 @@ def admin_blueprint(admin: AdminApp) -> Blueprint:
 class _FlaskMiddleware(AutoProfWSGIMiddleware):
     """Admin paths go to the app (its Blueprint serves them), not profiled nor counted in
     flight, and leave with the admin's security headers whatever the app's hooks did."""
+
+    def __init__(self, app: Any, *, autoprof: AutoProf, flask_app: Flask) -> None:
+        super().__init__(app, autoprof=autoprof)
+        self.flask_app = flask_app
+
+    def route_of(self, environ: WSGIEnvironment) -> str | None:
+        # Matched again, for profiled requests only, so that idle requests need no Flask hook.
+        rule, _ = self.flask_app.url_map.bind_to_environ(environ).match(return_rule=True)
+        return str(rule.rule)
 
     def _serve_admin(
         self,

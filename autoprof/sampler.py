@@ -103,6 +103,8 @@ class ThreadSampler:
         self.max_depth = max_depth
         self.description = description
         self.samples = 0
+        self.failures = 0
+        self.last_failure: str | None = None
         self._skip = skip
         self._ticks: deque[Tick] = deque(maxlen=max_samples if ring else None)
         self._stop = threading.Event()
@@ -168,7 +170,13 @@ class ThreadSampler:
                 return
             now = time.perf_counter()
             elapsed, last = now - last, now
-            self._ticks.append(Tick(time.time(), elapsed, self._sample(own, elapsed, cpu_before)))
+            try:
+                records = self._sample(own, elapsed, cpu_before)
+            except Exception as exc:  # a thread vanishing mid-sample must not end sampling
+                self.failures += 1
+                self.last_failure = f"{type(exc).__name__}: {exc}"
+                continue
+            self._ticks.append(Tick(time.time(), elapsed, records))
             self.samples += 1
 
     def _sample(
@@ -204,4 +212,6 @@ class ThreadSampler:
             "samples": self.samples,
             "kept": len(self._ticks),
             "ring": self.ring,
+            "failures": self.failures,
+            "last_failure": self.last_failure,
         }

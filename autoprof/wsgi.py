@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import IO, TYPE_CHECKING, Any
 
@@ -94,9 +94,24 @@ class AutoProfWSGIMiddleware:
         try:
             result = self.app(environ, start_and_note_status)
         except BaseException as exc:
-            handle.finish(route=environ.get(ROUTE_KEY), error=type(exc))
+            handle.finish(route=self._route(environ), error=type(exc))
             raise
-        return _Profiled(result, self.autoprof.inflight, id(environ), handle, environ)
+        return _Profiled(
+            result, self.autoprof.inflight, id(environ), handle, lambda: self._route(environ)
+        )
+
+    def _route(self, environ: WSGIEnvironment) -> str | None:
+        try:
+            return self.route_of(environ)
+        except Exception:  # not found, redirect, a framework quirk: the path will do
+            return None
+
+    def route_of(self, environ: WSGIEnvironment) -> str | None:
+        """The route template of a profiled request, asked once it has finished: what a
+        framework left under ``environ["autoprof.route"]``, else None (the path is recorded
+        anyway)."""
+        route = environ.get(ROUTE_KEY)
+        return route if isinstance(route, str) else None
 
 
 def request_path(environ: WSGIEnvironment) -> str:
@@ -179,7 +194,7 @@ class _InFlight:
 class _Profiled(_InFlight):
     """As :class:`_InFlight`, and stops the request's profiler once the body is done."""
 
-    __slots__ = ("_environ", "_error", "_handle")
+    __slots__ = ("_error", "_handle", "_route")
 
     def __init__(
         self,
@@ -187,11 +202,11 @@ class _Profiled(_InFlight):
         inflight: dict[int, Any],
         key: int,
         handle: ProfiledRequest,
-        environ: WSGIEnvironment,
+        route: Callable[[], str | None],
     ) -> None:
         super().__init__(iterable, inflight, key)
         self._handle = handle
-        self._environ = environ
+        self._route = route
         self._error: type[BaseException] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
@@ -205,4 +220,4 @@ class _Profiled(_InFlight):
         try:
             super().close()
         finally:
-            self._handle.finish(route=self._environ.get(ROUTE_KEY), error=self._error)
+            self._handle.finish(route=self._route(), error=self._error)

@@ -33,7 +33,7 @@ def only_capture(ap: AutoProf) -> tuple[CaptureInfo, dict[str, Any]]:
     """Wait for pending writes, then return the single capture on disk and its manifest."""
     assert ap.flush(timeout=30), "dump writes did not finish"
     captures = ap.store.captures()
-    assert len(captures) == 1, [c.id for c in captures]
+    assert len(captures) == 1, ([c.id for c in captures], ap.status())
     info = captures[0]
     manifest_name = next(f for f in info.files if f.endswith("_manifest.json"))
     manifest = json.loads((info.path / manifest_name).read_text())

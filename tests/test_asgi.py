@@ -298,6 +298,7 @@ async def test_deadline_closes_capture_even_without_requests(make_autoprof):
             if ap.capture is None:
                 break
             await asyncio.sleep(0.05)
+    assert ap.capture is None, ap.status()
     _, manifest = only_capture(ap)
     assert manifest["close_reason"] == "deadline"
     assert len(manifest["requests"]) == 1

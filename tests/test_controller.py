@@ -243,7 +243,7 @@ def test_all_threads_profile_names_work_no_request_profiler_sees(make_autoprof):
         worker.join()
     info, manifest = only_capture(ap)
     files = manifest["profiles"]["all-threads"]["files"]
-    assert set(files) == {"html", "speedscope", "text"}
+    assert set(files) == {"html", "speedscope", "text"}, manifest["problems"]
     text = read_file(info, files["text"])
     assert "pool-1" in text
     assert "threadpool_hot_loop" in text

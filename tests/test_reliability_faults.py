@@ -72,9 +72,11 @@ def test_profiler_failures_cost_only_the_profile(make_autoprof, monkeypatch, whe
     if where == "stop":
         assert counts == {"profiler.stop": 2}
     else:
-        # two requests and the all-threads profile of the capture window
-        assert counts == {"render.html": 3, "render.speedscope": 3, "render.text": 3}
-        assert manifest["profiles"] == {"all-threads": {"files": {}}}
+        # two requests, and the all-threads profile if the window was long enough to sample
+        assert manifest["profiles"] in ({}, {"all-threads": {"files": {}}})
+        rendered = 2 + len(manifest["profiles"])
+        assert counts == {"render.html": rendered, "render.speedscope": rendered,
+                          "render.text": rendered}
     if where == "stop":
         # the profiler that could not be stopped is still subscribed: clean up for the suite
         monkeypatch.undo()
