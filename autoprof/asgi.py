@@ -38,7 +38,9 @@ class AutoProfMiddleware:
     to register); those requests are never profiled nor counted in flight.
     """
 
-    def __init__(self, app: ASGIApp, autoprof: AutoProf | None = None, **options: Any) -> None:
+    def __init__(
+        self, app: ASGIApp, /, autoprof: AutoProf | None = None, **options: Any
+    ) -> None:
         self.app = app
         self.autoprof = AutoProf.for_adapter("AutoProfMiddleware", autoprof, options)
         #: The admin route, or None when it is off (then no path is intercepted).

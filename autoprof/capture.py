@@ -31,6 +31,8 @@ from autoprof.sampler import ThreadSampler
 from autoprof.store import CaptureInfo, CaptureWriter
 from autoprof.worker import Worker
 
+CENSUS_WAIT = 60.0
+
 AsyncMode = Literal["enabled", "disabled", "strict"]
 
 
@@ -173,6 +175,10 @@ class Capture:
         self.census: dict[str, Any] | None = None
         self.thread_stacks: list[dict[str, Any]] | None = None
         self.heap_tracker: heap.HeapTracker | None = None
+        self.census_done = threading.Event()
+        #: Profiles kept back until tracemalloc stops (rendering under it is slow and its
+        #: allocations would pollute the growth report).
+        self._deferred: list[tuple[RequestRecord, Any]] = []
         self.recorder = recorder
         self.before: Any = None
         self.thread_sampler: ThreadSampler | None = None
@@ -190,13 +196,12 @@ class Capture:
         return self.close_reason is not None
 
     def collect_at_trigger(self) -> None:
-        """Take what only the trigger moment shows: thread stacks, the heap census; start
-        tracemalloc. Runs on the monitor thread, before any request is claimed."""
+        """Take what only the trigger moment shows (thread stacks, the flight recorder's
+        past), start tracemalloc and the window sampler. Runs before any request is claimed;
+        the slower census follows once the capture is armed (:meth:`take_census`)."""
         settings = self.settings
         if settings.thread_stacks:
             self._guarded("stacks", self._take_stacks)
-        if settings.heap_census:
-            self._guarded("heap.census", self._take_census)
         if settings.heap_growth and self.trigger.metric == "mem":
             tracker = heap.HeapTracker(frames=settings.heap_frames)
             if self._guarded("heap.tracemalloc", tracker.start):
@@ -217,6 +222,15 @@ class Capture:
     def _take_recording(self) -> None:
         assert self.recorder is not None
         self.before = self.recorder.snapshot()
+
+    def take_census(self) -> None:
+        """The object census, taken just after the capture is armed so that the next requests
+        are not kept waiting for it; :meth:`finalize` waits for it."""
+        try:
+            if self.settings.heap_census:
+                self._guarded("heap.census", self._take_census)
+        finally:
+            self.census_done.set()
 
     def _take_stacks(self) -> None:
         self.thread_stacks = stacks.thread_stacks()
@@ -251,8 +265,13 @@ class Capture:
             self.finished.append(record)
             complete = self._remaining <= 0 and self._active <= 0
             if session is not None and self.settings.profile_formats:
-                # Queued under the lock so that it runs before the finalisation.
-                self.worker.submit("capture.render", lambda: self._write_profile(record, session))
+                if self.heap_tracker is not None:
+                    self._deferred.append((record, session))
+                else:
+                    # Queued under the lock so that it runs before the finalisation.
+                    self.worker.submit(
+                        "capture.render", lambda: self._write_profile(record, session)
+                    )
         if complete:
             self.close("requests")
 
@@ -309,6 +328,10 @@ class Capture:
                 growth = self.heap_tracker.stop()
             except Exception as exc:
                 self.problem("heap.growth", exc)
+        for record, session in self._deferred:
+            self._write_profile(record, session)
+        if not self.census_done.wait(CENSUS_WAIT):
+            self.problems.append(f"heap census still running after {CENSUS_WAIT:g}s: left out")
         if self.thread_sampler is not None:
             try:
                 window = self.thread_sampler.session()

@@ -302,6 +302,7 @@ class AutoProf:
             )
             capture.collect_at_trigger()
             self.capture = capture
+        capture.take_census()
         settings = self.settings
         _log_triggers(
             triggers,

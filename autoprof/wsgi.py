@@ -38,7 +38,7 @@ class AutoProfWSGIMiddleware:
     """
 
     def __init__(
-        self, app: WSGIApplication, autoprof: AutoProf | None = None, **options: Any
+        self, app: WSGIApplication, /, autoprof: AutoProf | None = None, **options: Any
     ) -> None:
         self.app = app
         self.autoprof = AutoProf.for_adapter("AutoProfWSGIMiddleware", autoprof, options)

@@ -169,7 +169,7 @@ def test_disk_full_while_writing_loses_nothing_visible_and_recovers(make_autopro
     assert ap.flush(timeout=30)
     errors = ap.errors.snapshot()
     assert errors["capture.finalize"] == 1
-    assert errors["render.html"] == 1
+    assert errors["render.html"] >= 1  # the request (and the all-threads window, if sampled)
     assert ap.store.captures() == []
     assert [p.name for p in ap.store.directory.iterdir() if p.name != ".lock"] == []
 
