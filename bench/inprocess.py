@@ -1,0 +1,265 @@
+"""1. In-process per-request cost: hello routes called directly through ASGI and WSGI.
+
+Each configuration is its own app instance. Every round runs one batch of each configuration,
+in alternating order (A B C ... then ... C B A), and every configuration is compared with the
+bare app of the same round; the figures are medians over the rounds. A batch is sized from a
+warm-up to last about ``inproc_batch_seconds``. Objects made during setup are frozen out of the
+garbage collector (``gc.freeze``), so its collections during a batch are those the requests
+cause. Time is the process's CPU time (``time.process_time``): what a request costs the process,
+including autoprof's own threads (a capture's all-threads sampler), and unaffected by other load
+on the machine taking the CPU away between requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.apps import (
+    ASGI_CONFIGS,
+    BARE,
+    PASSTHROUGH,
+    WSGI_CONFIGS,
+    Built,
+    Config,
+    build_asgi,
+    build_wsgi,
+)
+from bench.common import (
+    SCOPE,
+    Params,
+    asgi_discard,
+    asgi_receive,
+    median,
+    progress,
+    quartiles,
+    rounds_order,
+    version_of,
+)
+
+CLOCK = time.process_time
+
+
+def _start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:
+    return _write
+
+
+def _write(data: bytes) -> None:
+    pass
+
+
+class Driver:
+    """Calls one app directly, many times; ``batch(n)`` returns the seconds n requests took."""
+
+    def __init__(self, built: Built) -> None:
+        self.built = built
+
+    def batch(self, n: int) -> float:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """One request, checked: 200 and ``hello``."""
+        raise NotImplementedError
+
+
+class ASGIDriver(Driver):
+    def __init__(self, built: Built, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(built)
+        self.loop = loop
+
+    async def _batch(self, n: int) -> float:
+        app = self.built.app
+        template = SCOPE
+        receive, send = asgi_receive, asgi_discard
+        start = CLOCK()
+        for _ in range(n):
+            await app(dict(template), receive, send)
+        return CLOCK() - start
+
+    def batch(self, n: int) -> float:
+        return self.loop.run_until_complete(self._batch(n))
+
+    def check(self) -> None:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        self.loop.run_until_complete(self.built.app(dict(SCOPE), asgi_receive, send))
+        _check(self.built.config, sent[0].get("status"), b"".join(m.get("body", b"") for m in sent))
+
+
+class WSGIDriver(Driver):
+    def __init__(self, built: Built) -> None:
+        super().__init__(built)
+        from werkzeug.test import EnvironBuilder
+
+        builder = EnvironBuilder(path="/", base_url="http://127.0.0.1:8000/")
+        self.environ = builder.get_environ()
+        builder.close()
+
+    def batch(self, n: int) -> float:
+        app = self.built.app
+        template = self.environ
+        start_response = _start_response
+        start = CLOCK()
+        for _ in range(n):
+            result = app(dict(template), start_response)
+            for _chunk in result:
+                pass
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return CLOCK() - start
+
+    def check(self) -> None:
+        status: list[str] = []
+
+        def start_response(s: str, headers: Any, exc_info: Any = None) -> Any:
+            status.append(s)
+            return _write
+
+        result = self.built.app(dict(self.environ), start_response)
+        body = b"".join(result)
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        _check(self.built.config, int(status[0].split()[0]), body)
+
+
+def _check(config: Config, status: Any, body: bytes) -> None:
+    if status != 200 or body != b"hello":
+        raise RuntimeError(f"{config.key}: expected 200 'hello', got {status} {body[:80]!r}")
+
+
+@dataclass
+class Subject:
+    """One configuration in the run: its driver, batch size and per-round timings."""
+
+    config: Config
+    driver: Driver | None
+    note: str | None = None
+    batch_size: int = 0
+    per_request: list[float] | None = None
+
+    def run_batch(self) -> float:
+        assert self.driver is not None
+        built = self.driver.built
+        built.open_capture()
+        try:
+            gc.collect()
+            return self.driver.batch(self.batch_size) / self.batch_size
+        finally:
+            built.close_capture()
+
+
+def _size_batch(subject: Subject, params: Params) -> None:
+    assert subject.driver is not None
+    subject.driver.built.open_capture()
+    try:
+        subject.driver.check()
+        probe = max(params.inproc_min_batch, 20)
+        subject.driver.batch(probe)
+        per = subject.driver.batch(probe) / probe
+    finally:
+        subject.driver.built.close_capture()
+    wanted = int(params.inproc_batch_seconds / max(per, 1e-9))
+    subject.batch_size = max(params.inproc_min_batch, min(params.inproc_max_batch, wanted))
+
+
+def _measure(
+    app_name: str, subjects: Sequence[Subject], params: Params
+) -> dict[str, Any]:
+    runnable = [s for s in subjects if s.driver is not None]
+    for subject in runnable:
+        _size_batch(subject, params)
+        subject.per_request = []
+    gc.collect()
+    gc.freeze()
+    try:
+        keys = [s.config.key for s in runnable]
+        by_key = {s.config.key: s for s in runnable}
+        for round_index in range(params.inproc_rounds):
+            for key in rounds_order(keys, round_index):
+                subject = by_key[key]
+                assert subject.per_request is not None
+                subject.per_request.append(subject.run_batch())
+    finally:
+        gc.unfreeze()
+    return _summarise(app_name, subjects)
+
+
+def _summarise(app_name: str, subjects: Sequence[Subject]) -> dict[str, Any]:
+    bare = next(s for s in subjects if s.config is BARE)
+    assert bare.per_request is not None
+    floor = next((s for s in subjects if s.config is PASSTHROUGH), None)
+    rows = []
+    for subject in subjects:
+        row: dict[str, Any] = {"key": subject.config.key, "label": subject.config.label}
+        if subject.per_request is None:
+            row["note"] = f"n/a: {subject.note}"
+            rows.append(row)
+            continue
+        pairs = list(zip(subject.per_request, bare.per_request, strict=True))
+        added = [(t - b) * 1e6 for t, b in pairs]
+        q1, q3 = quartiles(added)
+        row.update(
+            us=median(subject.per_request) * 1e6,
+            added_us=median(added),
+            added_q1_us=q1,
+            added_q3_us=q3,
+            ratio=median([t / b for t, b in pairs]),
+            requests=subject.batch_size * len(subject.per_request),
+            batch=subject.batch_size,
+            rounds=len(subject.per_request),
+            per_round_us=[round(t * 1e6, 3) for t in subject.per_request],
+        )
+        if floor is not None and floor.per_request is not None and subject is not floor:
+            row["over_passthrough_us"] = median(
+                [(t - f) * 1e6 for t, f in zip(subject.per_request, floor.per_request, strict=True)]
+            )
+        rows.append(row)
+    return {"app": app_name, "rows": rows}
+
+
+def run(params: Params, workdir: Path) -> dict[str, Any]:
+    """Measure every ASGI (Starlette) and WSGI (Flask) configuration; see the module doc."""
+    results = []
+    loop = asyncio.new_event_loop()
+    built: list[Built] = []
+    try:
+        subjects: list[Subject] = []
+        for config in ASGI_CONFIGS:
+            missing = config.missing()
+            if missing:
+                subjects.append(Subject(config, None, note=missing))
+                continue
+            b = build_asgi(config, dump_dir=str(workdir / f"dumps-asgi-{config.key}"))
+            built.append(b)
+            subjects.append(Subject(config, ASGIDriver(b, loop)))
+        name = f"Starlette {version_of('starlette')} (ASGI, direct calls)"
+        progress(f"in-process: {name}")
+        results.append(_measure(name, subjects, params))
+
+        subjects = []
+        for config in WSGI_CONFIGS:
+            missing = config.missing()
+            if missing:
+                subjects.append(Subject(config, None, note=missing))
+                continue
+            b = build_wsgi(config, dump_dir=str(workdir / f"dumps-wsgi-{config.key}"))
+            built.append(b)
+            subjects.append(Subject(config, WSGIDriver(b)))
+        name = f"Flask {version_of('flask')} (WSGI, direct calls)"
+        progress(f"in-process: {name}")
+        results.append(_measure(name, subjects, params))
+    finally:
+        for b in built:
+            b.stop()
+        loop.close()
+    return {"apps": results}
