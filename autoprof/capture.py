@@ -230,6 +230,8 @@ class Capture:
             if self.settings.heap_census:
                 self._guarded("heap.census", self._take_census)
         finally:
+            # The census may take a second in a big heap: it does not eat the window.
+            self.deadline = time.monotonic() + self.settings.capture_timeout
             self.census_done.set()
 
     def _take_stacks(self) -> None:

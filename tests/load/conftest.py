@@ -19,11 +19,13 @@ import pytest
 
 from tests.e2e.conftest import REPO_ROOT, free_port
 
+# Keep-alive longer than any run: a server closing an idle keep-alive connection just as the
+# client reuses it is a client-visible error that has nothing to do with autoprof.
 SERVERS = {
     "fastapi": "uvicorn {target} --host 127.0.0.1 --port {port} --no-access-log "
-    "--log-level warning",
+    "--log-level warning --timeout-keep-alive 120",
     "flask": "gunicorn {target} --bind 127.0.0.1:{port} --workers 3 --worker-class gthread "
-    "--threads 4 --graceful-timeout 5 --log-level warning",
+    "--threads 4 --graceful-timeout 5 --log-level warning --keep-alive 120",
 }
 if int(importlib.metadata.version("gunicorn").split(".")[0]) >= 27:
     SERVERS["flask"] += " --no-control-socket"  # else gunicorn writes into ~/.gunicorn

@@ -85,7 +85,7 @@ def test_load_with_captures_opening_every_cooldown(launch: Launch, tmp_path: Pat
     answers = asyncio.run(fetch_all(server.url, urls))
 
     failures = [a for a in answers if isinstance(a, BaseException)]
-    assert failures == [], f"{len(failures)} failed: {failures[:3]}"
+    assert failures == [], f"{len(failures)} failed: {failures[:3]}\n{server.log()[-3000:]}"
     mismatched = [u for u, a in zip(urls, answers, strict=True) if a != expected[u]]
     assert mismatched == [], f"{len(mismatched)} responses differ, e.g. {mismatched[:3]}"
     statuses = Counter(a[0] for a in answers if not isinstance(a, BaseException))
