@@ -297,6 +297,7 @@ class AutoProf:
                     if monitor is not None
                     else [],
                     "inflight_at_trigger": len(self.inflight),
+                    "inflight_requests": self._inflight_requests(),
                 },
                 recorder=self._recorder,
             )
@@ -310,6 +311,19 @@ class AutoProf:
             f"(at most {settings.capture_timeout:g}s) into {self.store.directory}",
         )
         return capture
+
+    def _inflight_requests(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The requests in flight now, oldest first: method, path (no query string), age."""
+        now = time.perf_counter()
+        found = []
+        for request, started in list(self.inflight.values()):
+            if "REQUEST_METHOD" in request:  # a WSGI environ
+                method, path = request.get("REQUEST_METHOD"), request.get("PATH_INFO")
+            else:  # an ASGI scope
+                method, path = request.get("method"), request.get("path")
+            found.append({"method": method, "path": path, "age_s": round(now - started, 6)})
+        found.sort(key=lambda r: -r["age_s"])
+        return found[:limit]
 
     def _capture_failed(self) -> None:
         if self.breaker.failure(time.monotonic()):

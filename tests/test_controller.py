@@ -275,3 +275,28 @@ def test_flight_recorder_adds_the_seconds_before_the_trigger(make_autoprof):
     assert set(manifest["profiles"]) == {"before-trigger"}
     text = read_file(info, manifest["profiles"]["before-trigger"]["files"]["text"])
     assert "culprit_before_the_trigger" in text
+
+
+def test_manifest_lists_the_requests_in_flight_at_the_trigger(make_autoprof):
+    ap = make_autoprof(requests=1)
+    seen: dict[str, Any] = {}
+
+    def slow_app(env: Any, start_response: Any) -> Iterable[bytes]:
+        if env["PATH_INFO"] == "/stuck":
+            seen["capture"] = ap.trigger()  # fires while this request is in flight
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    app = AutoProfWSGIMiddleware(slow_app, autoprof=ap)
+    _, result = call(app, environ("/stuck", "secret=1"))
+    b"".join(result)
+    result.close()  # type: ignore[attr-defined]
+    assert seen["capture"] is not None
+    _, next_result = call(app, environ("/next"))
+    b"".join(next_result)
+    next_result.close()  # type: ignore[attr-defined]
+    _, manifest = only_capture(ap)
+    inflight = manifest["inflight_requests"]
+    assert [(r["method"], r["path"]) for r in inflight] == [("GET", "/stuck")]
+    assert inflight[0]["age_s"] >= 0
+    assert "secret" not in json.dumps(manifest)
