@@ -63,7 +63,6 @@ class AutoProf:
         self.capture: Capture | None = None
         self.running = False
         self.captures_written = 0
-        self.last_capture_id: str | None = None
         self._last_manual: float | None = None
         self._monitor: Monitor | None = None
         self._recorder: ThreadSampler | None = None
@@ -349,7 +348,6 @@ class AutoProf:
         if info is None:
             return
         self.captures_written += 1
-        self.last_capture_id = info.id
         logger.info(
             "autoprof: wrote capture %s (%s, %d requests profiled, %d files, %d bytes) in %s",
             info.id,

@@ -102,9 +102,6 @@ class _FlaskMiddleware(AutoProfWSGIMiddleware):
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
-        if not self.autoprof.running:
-            self.autoprof.ensure_started()
-
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             wanted = environ.get(HEADERS_KEY) or security_headers()
             kept = [(k, v) for k, v in headers if k.lower() not in SECURITY_HEADER_NAMES]

@@ -50,6 +50,8 @@ class AutoProfWSGIMiddleware:
         if admin is not None:
             sub_path = admin.sub_path(request_path(environ))
             if sub_path is not None:
+                if not self.autoprof.running:  # a status page may be a worker's first request
+                    self.autoprof.ensure_started()
                 return self._serve_admin(admin, sub_path, environ, start_response)
         ap = self.autoprof
         if not ap.running:
@@ -75,8 +77,6 @@ class AutoProfWSGIMiddleware:
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
-        if not self.autoprof.running:
-            self.autoprof.ensure_started()
         request, body_ok = admin_request(admin, sub_path, environ, environ.get("wsgi.input"))
         response = admin.handle(request) if body_ok else admin.body_too_large(request)
         start_response(_status_line(response), response.headers)
