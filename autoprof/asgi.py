@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable
+from threading import get_ident
 from typing import Any
 
 import anyio.to_thread
@@ -13,6 +16,9 @@ from autoprof.admin import AdminApp, AdminRequest
 from autoprof.admin.http import MAX_BODY, mount_base
 from autoprof.capture import ProfiledRequest
 from autoprof.controller import AutoProf
+
+CLIENT_GONE = 499
+"""Status recorded for a request cancelled before it answered (not an error of the app)."""
 
 ADMIN_THREADS = 4
 """Admin requests served at once per middleware (their blocking work runs in threads)."""
@@ -31,8 +37,11 @@ class AutoProfMiddleware:
 
     Keyword options are those of :class:`autoprof.AutoProf`. Lifespan and websocket traffic
     passes through untouched; response bodies stream through unbuffered. While no capture is
-    open a request costs a dictionary insert and delete (the in-flight count). When a capture
-    is open, each of the next N requests runs under its own async-aware pyinstrument profiler.
+    open a request costs a dictionary insert and delete (the in-flight count) and, for the
+    latency and error-rate rules, noting its status and appending its route and duration to a
+    log the monitor reads. When a capture is open, each of the next N requests (of the slow or
+    failing route, for those rules) runs under its own async-aware pyinstrument profiler.
+    The event loop it runs on is watched for blocking (``loop_lag_rule``).
 
     With ``admin=True`` it also serves the admin route under ``admin_prefix`` itself (no route
     to register); those requests are never profiled nor counted in flight.
@@ -50,7 +59,7 @@ class AutoProfMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                self.autoprof.ensure_started()
+                self._start()
             await self.app(scope, receive, send)
             return
         admin = self.admin
@@ -60,22 +69,54 @@ class AutoProfMiddleware:
                 await self._serve_admin(admin, sub_path, scope, receive, send)
                 return
         ap = self.autoprof
-        if not ap.running:
-            ap.ensure_started()
+        if not ap.running or not ap.loop_watched:
+            self._start()
         inflight = ap.inflight
         key = id(scope)
-        inflight[key] = (scope, time.perf_counter())
+        started = time.perf_counter()
+        inflight[key] = (scope, started, get_ident())
+        log = ap.requests
+        status = 0
+        app_send = send
+        if log is not None:
+
+            def send_noting_status(message: Message) -> Awaitable[None]:
+                # Returns send's awaitable rather than awaiting it: no coroutine of its own.
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                return send(message)
+
+            app_send = send_noting_status
+        handle = None
         try:
-            if ap.capture is None:
-                await self.app(scope, receive, send)
+            if ap.capture is None or (handle := ap.claim(scope["method"], scope["path"])) is None:
+                await self.app(scope, receive, app_send)
             else:
-                handle = ap.claim(scope["method"], scope["path"])
-                if handle is None:
-                    await self.app(scope, receive, send)
-                else:
-                    await self._profiled(handle, scope, receive, send)
+                await self._profiled(handle, scope, receive, app_send)
+        except Exception as exc:
+            if log is not None:
+                log.record_exception(scope["method"], scope["path"], exc)
+            raise
+        except BaseException:
+            status = status or CLIENT_GONE
+            raise
         finally:
             inflight.pop(key, None)
+            if log is not None:
+                log.events.append((
+                    asgi_route, scope["method"], scope["path"], scope.get("route"),
+                    scope.get("root_path"),
+                    None if handle is not None else time.perf_counter() - started, status,
+                ))
+
+    def _start(self) -> None:
+        ap = self.autoprof
+        ap.ensure_started()
+        try:
+            ap.watch_loop(asyncio.get_running_loop())
+        except RuntimeError:  # no asyncio loop (trio): nothing to watch
+            ap.loop_watched = True
 
     async def _profiled(
         self, handle: ProfiledRequest, scope: Scope, receive: Receive, send: Send
@@ -91,6 +132,8 @@ class AutoProfMiddleware:
             await self.app(scope, receive, send_and_note_status)
         except BaseException as exc:
             error = type(exc)
+            if handle.status is None and isinstance(exc, Exception):
+                handle.status = 500  # what the server (or Starlette's outer middleware) sends
             raise
         finally:
             handle.finish(route=route_of(scope), error=error)
@@ -156,6 +199,15 @@ def route_path(scope: Scope) -> str:
     root: str = scope.get("root_path", "")
     if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
         return path[len(root) :]
+    return path
+
+
+def asgi_route(method: str, path: str, route: Any, root_path: Any) -> str | None:
+    """The template of a finished request's route (``scope["route"]``, below its mounts), or
+    its path when no route was matched (the monitor thread resolves it)."""
+    template = getattr(route, "path", None)
+    if isinstance(template, str):
+        return (root_path or "") + template if isinstance(root_path, str) else template
     return path
 
 

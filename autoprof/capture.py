@@ -26,9 +26,11 @@ from autoprof import heap, stacks
 from autoprof.config import Settings
 from autoprof.errors import ErrorLog
 from autoprof.render import extension, render_session
+from autoprof.routes import NO_ROUTE, RouteMatcher
 from autoprof.rules import Trigger
 from autoprof.sampler import ThreadSampler
 from autoprof.store import CaptureInfo, CaptureWriter
+from autoprof.traffic import render_exceptions
 from autoprof.worker import Worker
 
 CENSUS_WAIT = 60.0
@@ -72,6 +74,20 @@ def _safe_text(text: str) -> str:
     # The title ends up inside pyinstrument's HTML <script> unescaped: a request path such as
     # "/</script><script>..." must not be able to close it.
     return _UNSAFE.sub("_", text)
+
+
+def routes_of(trigger: Trigger) -> RouteMatcher | None:
+    """Which requests a capture opened by ``trigger`` profiles: those of the slow route, of
+    the failing routes, or (None) any."""
+    if trigger.metric == "latency" and trigger.subject:
+        keys = [trigger.subject]
+    elif trigger.metric == "error_rate":
+        keys = list(trigger.detail.get("routes") or [])
+    else:
+        return None
+    if not keys or any(key.endswith(NO_ROUTE) for key in keys):
+        return None
+    return RouteMatcher(keys)
 
 
 class ProfiledRequest:
@@ -152,9 +168,14 @@ class Capture:
         on_close: Callable[[Capture], None],
         context: dict[str, Any],
         recorder: ThreadSampler | None = None,
+        loop_block: Any = None,
+        loop_block_final: Callable[[Any], Any] | None = None,
+        exceptions: list[dict[str, Any]] | None = None,
     ) -> None:
         self.trigger = triggers[0]
         self.also_fired = triggers[1:]
+        #: The requests wanted, when the trigger was about some routes (slow, failing).
+        self.routes = routes_of(self.trigger)
         self.settings = settings
         self.writer = writer
         self.worker = worker
@@ -165,6 +186,11 @@ class Capture:
         self._lock = threading.Lock()
         self._remaining = settings.requests
         self._active = 0
+        #: Above the CPU ceiling: no new request is profiled (see :meth:`pause`).
+        self.paused = False
+        self.paused_samples = 0
+        #: The process CPU % when the capture opened above ``cpu_max`` (no census then).
+        self.over_cpu_max: float | None = None
         self.claimed: list[RequestRecord] = []
         self.finished: list[RequestRecord] = []
         self.problems: list[str] = []
@@ -185,6 +211,12 @@ class Capture:
         #: Process-wide profiles by kind ("all-threads", "before-trigger"), then their files.
         self.profiles: dict[str, Any] = {}
         self.profile_files: dict[str, dict[str, str]] = {}
+        #: The worst event-loop block behind the trigger (a loopwatch.BlockEvent), rendered at
+        #: finalize: it may still be going on when the capture opens.
+        self.loop_block = loop_block
+        self._loop_block_final = loop_block_final
+        #: Exceptions that escaped the app just before the trigger, with tracebacks.
+        self.exceptions = exceptions or []
         self.info: CaptureInfo | None = None
 
     @property
@@ -202,7 +234,7 @@ class Capture:
         settings = self.settings
         if settings.thread_stacks:
             self._guarded("stacks", self._take_stacks)
-        if settings.heap_growth and self.trigger.metric == "mem":
+        if settings.heap_growth and self.trigger.metric == "mem" and self.over_cpu_max is None:
             tracker = heap.HeapTracker(frames=settings.heap_frames)
             if self._guarded("heap.tracemalloc", tracker.start):
                 self.heap_tracker = tracker
@@ -223,11 +255,12 @@ class Capture:
         assert self.recorder is not None
         self.before = self.recorder.snapshot()
 
-    def take_census(self) -> None:
+    def take_census(self, *, skip: bool = False) -> None:
         """The object census, taken just after the capture is armed so that the next requests
-        are not kept waiting for it; :meth:`finalize` waits for it."""
+        are not kept waiting for it; :meth:`finalize` waits for it. ``skip``: not now (the
+        process is above ``cpu_max``; a gc walk holds the GIL)."""
         try:
-            if self.settings.heap_census:
+            if self.settings.heap_census and not skip:
                 self._guarded("heap.census", self._take_census)
         finally:
             # The census may take a second in a big heap: it does not eat the window.
@@ -242,9 +275,11 @@ class Capture:
 
     def claim(self, method: str, path: str) -> ProfiledRequest | None:
         """Reserve a profiling slot for this request, or None (full, filtered, or over)."""
-        if self._remaining <= 0:  # all slots taken: the common case while a capture runs on
+        if self._remaining <= 0 or self.paused:  # all slots taken: the common case
             return None
         if self._filter is not None and not self._filter.search(path):
+            return None
+        if self.routes is not None and not self.routes(method, path):
             return None
         if time.monotonic() >= self.deadline:
             self.close("deadline")
@@ -258,6 +293,11 @@ class Capture:
             record.thread = threading.current_thread().name
             self.claimed.append(record)
         return ProfiledRequest(self, record)
+
+    def pause(self, paused: bool) -> None:
+        """Stop (or resume) profiling new requests: the process is above ``cpu_max``."""
+        self.paused = paused
+        self.paused_samples += paused
 
     def request_finished(self, record: RequestRecord, session: Any) -> None:
         with self._lock:
@@ -347,6 +387,8 @@ class Capture:
                                      f"last: {self.thread_sampler.last_failure}")
         if self.before is not None:
             self.profiles["before-trigger"] = self.before
+        if self.loop_block is not None:
+            self._guarded("loop_block", self._take_loop_block)
         try:
             self._write_reports(growth)
             self.info = self.writer.commit(self.manifest())
@@ -364,6 +406,19 @@ class Capture:
             writer.write_json("heap", {"census": self.census, "growth": growth})
         if self.thread_stacks is not None:
             writer.write_text("threads", "txt", stacks.render_thread_stacks(self.thread_stacks))
+        if self.loop_block is not None:
+            writer.write_text("loop-stack", "txt", self.loop_block.render_text())
+        if self.exceptions:
+            writer.write_text("exceptions", "txt", render_exceptions(self.exceptions))
+
+    def _take_loop_block(self) -> None:
+        if self._loop_block_final is not None:  # the block may have ended since the trigger
+            self.loop_block = self._loop_block_final(self.loop_block)
+        session = self.loop_block.session(
+            _safe_text(f"event loop thread while blocked, before autoprof capture {self.id}")
+        )
+        if session is not None:
+            self.profiles["loop-blocked"] = session
 
     def manifest(self) -> dict[str, Any]:
         """The JSON document that says why this capture exists and what it holds."""
@@ -373,6 +428,11 @@ class Capture:
             "format": 1,
             "trigger": self.trigger.as_dict(),
             "also_fired": [t.as_dict() for t in self.also_fired],
+            "profiled_routes": self.routes.keys if self.routes is not None else None,
+            "over_cpu_max": self.over_cpu_max,
+            "paused_for_cpu_max": self.paused_samples,
+            "loop_block": self.loop_block.as_dict() if self.loop_block is not None else None,
+            "exceptions": self.exceptions,
             "pid": self.context.get("pid"),
             "hostname": socket.gethostname(),
             "opened_at": self.opened_at,

@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from autoprof.admin.http import AdminRequest
 
-METRICS = ("cpu", "mem", "inflight", "threads")
+METRICS = ("cpu", "mem", "inflight", "threads", "error_rate", "loop_lag")
+"""Process-wide metrics, one rule each (``<metric>_rule``), judged every ``collect_interval``."""
+ROUTE_METRICS = ("latency",)
+"""Per-route metrics: one rule, judged for each route (path template) on its own history."""
+UNITS = {"cpu": "%", "mem": "%", "error_rate": "%", "latency": " ms", "loop_lag": " ms"}
 PROFILE_FORMATS = ("html", "speedscope", "text")
 ENV_PREFIX = "AUTOPROF_"
 ADMIN_TOKEN_MIN = 16
@@ -107,6 +111,9 @@ class Rule:
 
 CPU_DEFAULT = Rule(min=10, diff=25, abs=70)
 MEM_DEFAULT = Rule(min=10, diff=25, abs=80)
+LATENCY_DEFAULT = Rule(min=200, diff=100, abs=None)
+ERROR_RATE_DEFAULT = Rule(min=5, diff=100, abs=50)
+LOOP_LAG_DEFAULT = Rule(min=100, diff=200, abs=1000)
 
 
 def _default_dump_dir() -> str:
@@ -117,7 +124,13 @@ def _default_dump_dir() -> str:
 class Settings:
     """Everything autoprof can be told. All keyword-only; see README.md for the table.
 
-    Durations are seconds; rules are :class:`Rule` or ``None`` (off). ``heap_growth`` applies
+    Durations are seconds; rules are :class:`Rule` or ``None`` (off). ``latency_rule`` judges
+    each route's p95 in milliseconds, ``error_rate_rule`` the share of 5xx responses in percent
+    and ``loop_lag_rule`` the event loop's worst lag in milliseconds, each over one
+    ``collect_interval``; intervals with fewer than ``rule_min_requests`` requests (of that route,
+    for latency) are not judged. No capture opens while the process CPU is above ``cpu_max``
+    (percent, ``None`` for no ceiling), nor beyond ``captures_per_window`` rule-opened captures
+    in any ``captures_window`` seconds. ``heap_growth`` applies
     to captures opened by the memory rule: tracemalloc slows allocation-heavy code several
     times over, which would distort the CPU profiles of other captures. The ``admin_*``
     options turn on and guard the admin route (:mod:`autoprof.admin`); ``admin=True`` needs
@@ -132,6 +145,14 @@ class Settings:
     mem_rule: Rule | None = MEM_DEFAULT
     inflight_rule: Rule | None = None
     threads_rule: Rule | None = None
+    latency_rule: Rule | None = LATENCY_DEFAULT
+    error_rate_rule: Rule | None = ERROR_RATE_DEFAULT
+    loop_lag_rule: Rule | None = LOOP_LAG_DEFAULT
+    rule_min_requests: int = 5
+    loop_check_interval: float = 0.1
+    cpu_max: float | None = 95.0
+    captures_per_window: int = 10
+    captures_window: float = 3600.0
     requests: int = 5
     path_filter: str | None = None
     capture_timeout: float = 60.0
@@ -163,20 +184,27 @@ class Settings:
             "profiler_interval",
             "sampler_interval",
             "flight_recorder_interval",
+            "loop_check_interval",
+            "captures_window",
         ):
             value = getattr(self, name)
             _check(_is_number(value) and value > 0, f"{name} must be seconds > 0, got {value!r}")
         for name in ("cooldown", "flight_recorder"):
             value = getattr(self, name)
             _check(_is_number(value) and value >= 0, f"{name} must be seconds >= 0, got {value!r}")
-        for name in ("window", "requests", "max_captures", "max_bytes", "heap_frames"):
+        for name in ("window", "requests", "max_captures", "max_bytes", "heap_frames",
+                     "rule_min_requests", "captures_per_window"):
             value = getattr(self, name)
             _check(
                 isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                 f"{name} must be a whole number >= 1, got {value!r}",
             )
         _check(self.max_bytes >= 2**16, f"max_bytes must be at least 64 KiB, got {self.max_bytes}")
-        for metric in METRICS:
+        _check(
+            self.cpu_max is None or (_is_number(self.cpu_max) and self.cpu_max > 0),
+            f"cpu_max must be a percentage > 0 or None (no ceiling), got {self.cpu_max!r}",
+        )
+        for metric in METRICS + ROUTE_METRICS:
             rule = getattr(self, f"{metric}_rule")
             _check(
                 rule is None or isinstance(rule, Rule),
@@ -244,7 +272,7 @@ class Settings:
         """The enabled rules by metric name."""
         return {
             metric: rule
-            for metric in METRICS
+            for metric in METRICS + ROUTE_METRICS
             if (rule := getattr(self, f"{metric}_rule")) is not None
         }
 
@@ -323,6 +351,8 @@ def _parse_value(name: str, type_name: str, raw: Any) -> Any:
         raise ConfigError("expected true/false (1/0, yes/no, on/off)")
     if name == "max_bytes":
         return parse_size(raw)
+    if name == "cpu_max":
+        return None if raw.strip().lower() in (*_FALSE[1:], "none", "") else _number(raw)
     if type_name == "int":
         try:
             return int(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
@@ -9,6 +10,7 @@ import threading
 import time
 import tracemalloc
 import weakref
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -17,12 +19,15 @@ from autoprof.breaker import CircuitBreaker
 from autoprof.capture import Capture, ProfiledRequest
 from autoprof.config import ConfigError, Settings
 from autoprof.errors import ErrorLog
+from autoprof.loopwatch import LoopWatchdog
 from autoprof.metrics import Sample
 from autoprof.monitor import Monitor
+from autoprof.routes import ROUTE_KEY
 from autoprof.rules import Trigger
 from autoprof.sampler import ThreadSampler
 from autoprof.store import DumpStore
-from autoprof.worker import Worker
+from autoprof.traffic import RequestLog
+from autoprof.worker import BusyLog, Worker
 
 logger = logging.getLogger("autoprof")
 
@@ -55,10 +60,15 @@ class AutoProf:
             raise ConfigError("pass either settings=Settings(...) or keyword options, not both")
         self._options = options
         self.settings = settings if settings is not None else Settings.build(**options)
+        #: Finished requests for the latency and error-rate rules; None when both are off
+        #: (the adapters then record nothing).
+        self.requests: RequestLog | None = None
+        self._track_requests()
         self.errors = ErrorLog()
         self.store = self._make_store()
-        #: Requests in flight: id(scope or environ) -> (scope or environ, perf_counter at start).
-        self.inflight: dict[int, tuple[Any, float]] = {}
+        #: Requests in flight: id(scope or environ) -> (scope or environ, perf_counter at start,
+        #: ident of the thread that took it).
+        self.inflight: dict[int, tuple[Any, float, int]] = {}
         #: The open capture; ``None`` is the idle fast path the adapters check.
         self.capture: Capture | None = None
         self.running = False
@@ -66,9 +76,22 @@ class AutoProf:
         self._last_manual: float | None = None
         self._monitor: Monitor | None = None
         self._recorder: ThreadSampler | None = None
+        self._loopwatch: LoopWatchdog | None = None
+        #: The ASGI adapter has handed over its event loop (or there is none to watch).
+        self.loop_watched = False
+        self._opened: deque[float] = deque()
+        #: Rule firings that opened no capture, by why: rate_limit, breaker.
+        self.skipped: dict[str, int] = {"rate_limit": 0, "breaker": 0}
+        #: Captures opened above ``cpu_max``: evidence only, no request profiled, no census.
+        self.over_cpu_max = 0
+        self._skipping: str | None = None
         #: Stops capturing after repeated failures (a full disk...) and retries later.
         self.breaker = CircuitBreaker()
-        self._worker = Worker(self.errors)
+        #: When autoprof's own threads worked (writing, the census): event-loop stalls they
+        #: caused are not judged as the app's.
+        self.busy = BusyLog()
+        self.self_inflicted_stalls = 0
+        self._worker = Worker(self.errors, busy=self.busy)
         self._lock = threading.Lock()
         _instances.add(self)
         if app is not None:
@@ -106,7 +129,15 @@ class AutoProf:
         if self.running:
             raise ConfigError("autoprof is already running; configure it before the first request")
         self.settings = self.settings.replace(**options)
+        self._track_requests()
         self.store = self._make_store()
+
+    def _track_requests(self) -> None:
+        settings = self.settings
+        wanted = settings.enabled and (
+            settings.latency_rule is not None or settings.error_rate_rule is not None
+        )
+        self.requests = RequestLog() if wanted else None
 
     def init_app(self, app: Any) -> None:
         """Attach to an app: a Flask app (extension) or a Starlette/FastAPI app (middleware)."""
@@ -144,6 +175,9 @@ class AutoProf:
                     own_cpu=self._own_cpu,
                     on_triggers=self._on_triggers,
                     on_tick=self._on_tick,
+                    on_sample=self._on_sample,
+                    traffic=self.requests,
+                    loop_lag=self._loop_lag,
                 )
                 monitor.start()
                 self._monitor = monitor
@@ -167,11 +201,55 @@ class AutoProf:
         except Exception as exc:
             self.errors.record("flight_recorder.start", exc)
 
+    def watch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch this event loop's lag (the ASGI adapter calls this from the loop, once).
+
+        A watchdog thread outside the loop notices when the loop is blocked and records its
+        stack while it still is; ``loop_lag_rule`` judges the worst lag of every interval."""
+        self.loop_watched = True
+        if (
+            self._loopwatch is not None
+            or self.settings.loop_lag_rule is None
+            or not self.settings.enabled
+        ):
+            return
+        with self._lock:
+            if self._loopwatch is not None:
+                return
+            rule = self.settings.loop_lag_rule
+            interval = self.settings.loop_check_interval
+            try:
+                watchdog = LoopWatchdog(
+                    loop,
+                    loop_thread=threading.get_ident(),
+                    interval=interval,
+                    record_after=max(rule.min / 1000.0, interval),
+                )
+                watchdog.start()
+                self._loopwatch = watchdog
+            except Exception as exc:
+                self.errors.record("loopwatch.start", exc)
+
+    def _loop_lag(self) -> tuple[float, Any] | None:
+        watchdog = self._loopwatch
+        if watchdog is None:
+            return None
+        lag, event = watchdog.take_interval()
+        if event is not None:
+            start = event.started
+            if self.busy.overlap(start, start + event.duration) >= 0.5 * event.duration:
+                self.self_inflicted_stalls += 1  # our own GIL-holding work: not judged
+                return None
+        return lag, event
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the monitor, close an open capture and wait (bounded) for dumps to be written."""
         capture = self.capture
         if capture is not None:
             capture.close("shutdown")
+        watchdog, self._loopwatch = self._loopwatch, None
+        if watchdog is not None:
+            watchdog.stop(timeout)
         recorder, self._recorder = self._recorder, None
         if recorder is not None:
             recorder.stop_soon()
@@ -194,6 +272,9 @@ class AutoProf:
         self.inflight.clear()
         self._monitor = None
         self._recorder = None
+        self._loopwatch = None
+        self.loop_watched = False
+        self._track_requests()
         self._worker.reset_after_fork()
         self._lock = threading.Lock()
         self.running = False
@@ -238,9 +319,33 @@ class AutoProf:
             self.errors.record("capture.claim", exc)
             return None
 
-    def _on_triggers(self, triggers: list[Trigger], sample: Sample) -> bool:
-        """Open a capture for the rules that fired; False if one was already open."""
-        return self._open(triggers, sample) is not None or self.capture is None
+    def _on_triggers(
+        self, triggers: list[Trigger], sample: Sample, evidence: dict[str, Any]
+    ) -> bool:
+        """Open a capture for the rules that fired. True if they were acted on (a capture
+        opened); False if they were folded into an open one or skipped (capture budget,
+        breaker): their rules may fire again at the next sample."""
+        return self._open(triggers, sample, evidence=evidence) is not None
+
+    def _on_sample(self, sample: Sample) -> None:
+        # Above cpu_max an open capture profiles no new request (it stays open, bounded by
+        # its deadline, and resumes if the CPU falls back under the ceiling).
+        capture = self.capture
+        if capture is not None:
+            cpu_max = self.settings.cpu_max
+            capture.pause(cpu_max is not None and sample.cpu > cpu_max)
+
+    def _skip(self, why: str, triggers: list[Trigger], message: str) -> None:
+        self.skipped[why] += 1
+        if self._skipping != why:  # one line per run of skips, not one per sample
+            self._skipping = why
+            _log_triggers(triggers, message)
+
+    def _within_budget(self, now: float) -> bool:
+        opened = self._opened
+        while opened and now - opened[0] >= self.settings.captures_window:
+            opened.popleft()
+        return len(opened) < self.settings.captures_per_window
 
     def _own_cpu(self) -> float:
         # Called on the monitor thread: its own CPU time plus the writer's.
@@ -256,7 +361,12 @@ class AutoProf:
         return capture.deadline
 
     def _open(
-        self, triggers: list[Trigger], sample: Sample | None, *, reason: str | None = None
+        self,
+        triggers: list[Trigger],
+        sample: Sample | None,
+        *,
+        reason: str | None = None,
+        evidence: dict[str, Any] | None = None,
     ) -> Capture | None:
         if not self.settings.enabled:
             return None
@@ -268,19 +378,32 @@ class AutoProf:
                              "; ".join(t.describe() for t in triggers))
                 return None
             first = triggers[0]
-            if not self.breaker.allow(time.monotonic()):
-                retry = self.breaker.state(time.monotonic())["retry_in"]
-                _log_triggers(triggers, f"no capture: capturing is paused for {retry:.0f}s "
-                              "after repeated failures")
+            now = time.monotonic()
+            if not self.breaker.allow(now):
+                retry = self.breaker.state(now)["retry_in"]
+                self._skip("breaker", triggers, f"no capture: capturing is paused for "
+                           f"{retry:.0f}s after repeated failures")
+                return None
+            manual = first.metric == "manual"
+            if not manual and not self._within_budget(now):
+                settings = self.settings
+                self._skip("rate_limit", triggers, f"no capture: {settings.captures_per_window} "
+                           f"captures in the last {settings.captures_window:g}s already")
                 return None
             try:
-                writer = self.store.begin(metric=first.metric, reason=reason or first.reason)
+                writer = self.store.begin(
+                    metric=first.metric.replace("_", "-"), reason=reason or first.reason
+                )
             except Exception as exc:
                 self.errors.record("store.begin", exc)
                 self._capture_failed()
                 _log_triggers(triggers, "no capture: the dump store failed")
                 return None
             monitor = self._monitor
+            evidence = evidence or {}
+            traffic = evidence.get("traffic")
+            settings = self.settings
+            requests = self.requests
             capture = Capture(
                 triggers,
                 settings=self.settings,
@@ -297,30 +420,65 @@ class AutoProf:
                     else [],
                     "inflight_at_trigger": len(self.inflight),
                     "inflight_requests": self._inflight_requests(),
+                    "traffic": traffic.summary() if traffic is not None else None,
                 },
                 recorder=self._recorder,
+                loop_block=evidence.get("loop_block"),
+                loop_block_final=self._loopwatch.final if self._loopwatch is not None else None,
+                exceptions=requests.recent_exceptions(
+                    time.time() - settings.window * settings.collect_interval
+                ) if requests is not None else None,
             )
+            cpu = sample.cpu if sample is not None else 0.0
+            overloaded = settings.cpu_max is not None and cpu > settings.cpu_max
+            if overloaded:
+                self.over_cpu_max += 1
+                capture.over_cpu_max = cpu
+                capture.pause(True)
             capture.collect_at_trigger()
             self.capture = capture
-        capture.take_census()
-        settings = self.settings
+            self._skipping = None
+            if not manual:
+                self._opened.append(now)
+        with self.busy.busy():
+            capture.take_census(skip=overloaded)
+        which = f" of {', '.join(capture.routes.keys)}" if capture.routes is not None else ""
+        what = f"profiling the next {settings.requests} requests{which}"
+        if overloaded:
+            what = (f"process CPU {cpu:.1f}% is above cpu_max {settings.cpu_max:g}%: thread "
+                    f"stacks and the all-threads profile only, {what} once it is not")
         _log_triggers(
             triggers,
-            f"capture {capture.id}: profiling the next {settings.requests} requests "
-            f"(at most {settings.capture_timeout:g}s) into {self.store.directory}",
+            f"capture {capture.id}: {what} (at most {settings.capture_timeout:g}s) into "
+            f"{self.store.directory}",
         )
         return capture
 
     def _inflight_requests(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The requests in flight now, oldest first: method, path (no query string), age."""
+        """The requests in flight now, oldest first: method, path (no query string), route
+        where already routed, age, and the thread that took it (for WSGI, the thread that runs
+        it: its stack is in the capture's thread dump)."""
         now = time.perf_counter()
+        names = {t.ident: t.name for t in threading.enumerate()}
         found = []
-        for request, started in list(self.inflight.values()):
+        for request, started, thread in list(self.inflight.values()):
             if "REQUEST_METHOD" in request:  # a WSGI environ
                 method, path = request.get("REQUEST_METHOD"), request.get("PATH_INFO")
+                route = request.get(ROUTE_KEY)
+                url_rule = getattr(request.get("werkzeug.request"), "url_rule", None)
+                if url_rule is not None:
+                    route = getattr(url_rule, "rule", route)
             else:  # an ASGI scope
                 method, path = request.get("method"), request.get("path")
-            found.append({"method": method, "path": path, "age_s": round(now - started, 6)})
+                route = getattr(request.get("route"), "path", None)
+            found.append({
+                "method": method,
+                "path": path,
+                "route": route if isinstance(route, str) else None,
+                "age_s": round(now - started, 6),
+                "thread": names.get(thread, str(thread)),
+                "thread_ident": thread,
+            })
         found.sort(key=lambda r: -r["age_s"])
         return found[:limit]
 
@@ -398,6 +556,13 @@ class AutoProf:
             },
             "manual_cooldown_remaining": self.manual_cooldown_remaining(),
             "breaker": self.breaker.state(time.monotonic()),
+            "skipped": dict(self.skipped),
+            "over_cpu_max": self.over_cpu_max,
+            "routes_tracked": len(monitor.route_rules.states)
+            if monitor is not None and monitor.route_rules is not None
+            else 0,
+            "loop_watchdog": self._loopwatch.info() if self._loopwatch is not None else None,
+            "self_inflicted_stalls": self.self_inflicted_stalls,
             "flight_recorder": self._recorder.info() if self._recorder is not None else None,
             "captures_written": self.captures_written,
             "dump_dir": str(self.store.directory),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, got_request_exception, request
+from werkzeug.exceptions import HTTPException
 
 from autoprof.admin import AdminApp
 from autoprof.admin.http import SECURITY_HEADER_NAMES, security_headers
 from autoprof.config import Settings
+from autoprof.routes import NO_ROUTE
 from autoprof.wsgi import AutoProfWSGIMiddleware, admin_request
 
 if TYPE_CHECKING:
@@ -82,6 +85,46 @@ def admin_blueprint(admin: AdminApp) -> Blueprint:
     return blueprint
 
 
+class RouteCache:
+    """Flask routes by (method, path), matched against the app's url_map off the request path.
+
+    Matching costs a few microseconds, so at most ``budget`` new paths are matched per second
+    (a flood of distinct paths leaves the rest unresolved, not the monitor busy) and at most
+    ``size`` answers are kept."""
+
+    def __init__(self, app: Flask, *, size: int = 10_000, budget: int = 2_000) -> None:
+        self.app = app
+        self.size = size
+        self.budget = budget
+        self._cache: dict[tuple[str, str], str] = {}
+        self._spent = (0.0, 0)
+
+    def resolve(self, method: str, path: str) -> str | None:
+        found = self._cache.get((method, path))
+        if found is not None:
+            return found
+        now = time.monotonic()
+        start, spent = self._spent
+        if now - start >= 1.0:
+            start, spent = now, 0
+        if spent >= self.budget:
+            return None
+        self._spent = (start, spent + 1)
+        try:
+            rule, _ = self.app.url_map.bind("localhost").match(
+                path, method=method, return_rule=True
+            )
+            found = str(rule.rule)
+        except HTTPException:  # 404, 405, a redirect: no route of the app answered it
+            found = NO_ROUTE
+        except Exception:  # host matching and other set-ups this cannot replay
+            return None
+        if len(self._cache) >= self.size:
+            self._cache.clear()
+        self._cache[(method, path)] = found
+        return found
+
+
 class _FlaskMiddleware(AutoProfWSGIMiddleware):
     """Admin paths go to the app (its Blueprint serves them), not profiled nor counted in
     flight, and leave with the admin's security headers whatever the app's hooks did."""
@@ -89,11 +132,24 @@ class _FlaskMiddleware(AutoProfWSGIMiddleware):
     def __init__(self, app: Any, *, autoprof: AutoProf, flask_app: Flask) -> None:
         super().__init__(app, autoprof=autoprof)
         self.flask_app = flask_app
+        self._routes = RouteCache(flask_app)
+        if autoprof.requests is not None:
+            got_request_exception.connect(self._exception, flask_app, weak=False)
+
+    def _exception(self, sender: Flask, exception: BaseException, **extra: Any) -> None:
+        log = self.autoprof.requests
+        if log is not None:
+            log.record_exception(request.method, request.path, exception)
 
     def route_of(self, environ: WSGIEnvironment) -> str | None:
         # Matched again, for profiled requests only, so that idle requests need no Flask hook.
         rule, _ = self.flask_app.url_map.bind_to_environ(environ).match(return_rule=True)
         return str(rule.rule)
+
+    def resolve_route(self, method: str, path: str, hint: Any, extra: Any) -> str | None:
+        # On the monitor thread: Flask forgets the matched rule before the middleware sees
+        # the response, and a per-request hook would cost every request.
+        return self._routes.resolve(method, path)
 
     def _serve_admin(
         self,

@@ -38,6 +38,12 @@ class Sample(NamedTuple):
     """Requests in flight, as reported by the callable given to :class:`ProcessMetrics`."""
     threads: int
     """Number of OS threads of the process."""
+    requests: int | None = None
+    """Requests finished during the interval (None where the app's requests are not seen)."""
+    error_rate: float | None = None
+    """5xx responses among them, in %."""
+    loop_lag: float | None = None
+    """The event loop's worst lag during the interval, in ms (None without a watched loop)."""
 
 
 class Limits(NamedTuple):

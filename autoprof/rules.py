@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from autoprof.config import METRICS, Rule
+from autoprof.config import METRICS, UNITS, Rule
 
 Reason = Literal["abs", "diff", "manual"]
 
@@ -34,20 +34,25 @@ class Trigger:
     threshold: float | None
     rule: Rule | None
     time: float
+    #: What the figure is about when it is not the whole process: a route ("GET /items/{id}").
+    subject: str | None = None
+    #: Figures behind the value (request counts, the routes that failed...), for the manifest.
+    detail: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         """One human line, as logged when the rule fires."""
         if self.reason == "manual":
             return "manual trigger"
         assert self.rule is not None
-        unit = "%" if self.metric in ("cpu", "mem") else ""
+        unit = UNITS.get(self.metric, "")
         if self.reason == "abs":
             why = f"absolute limit {self.rule.abs:g}{unit}"
         else:
             why = f"{self.average:.1f}{unit} average +{self.rule.diff:g}%"
+        about = f" of {self.subject}" if self.subject else ""
         return (
-            f"{self.metric} rule fired: {self.value:.1f}{unit} >= {self.threshold:.1f}{unit} "
-            f"({why}; floor {self.rule.min:g}{unit})"
+            f"{self.metric} rule fired{about}: {self.value:.1f}{unit} >= "
+            f"{self.threshold:.1f}{unit} ({why}; floor {self.rule.min:g}{unit})"
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -63,6 +68,8 @@ class Trigger:
             if rule is None
             else {"min": rule.min, "diff": rule.diff, "abs": rule.abs, "cooldown": rule.cooldown},
             "time": self.time,
+            "subject": self.subject,
+            "detail": self.detail,
             "description": self.describe(),
         }
 
@@ -70,8 +77,11 @@ class Trigger:
 class RuleState:
     """One metric's rule, its rolling window of past samples and its cooldown clock."""
 
-    def __init__(self, metric: str, rule: Rule, *, window: int, cooldown: float) -> None:
+    def __init__(
+        self, metric: str, rule: Rule, *, window: int, cooldown: float, subject: str | None = None
+    ) -> None:
         self.metric = metric
+        self.subject = subject
         self.rule = rule
         self.cooldown = rule.cooldown if rule.cooldown is not None else cooldown
         self.history: deque[float] = deque(maxlen=window)
@@ -118,7 +128,9 @@ class RuleState:
             reason, threshold = "diff", avg * (1 + rule.diff / 100)
         else:
             return None
-        return Trigger(self.metric, reason, value, avg, max(rule.min, threshold), rule, now)
+        return Trigger(
+            self.metric, reason, value, avg, max(rule.min, threshold), rule, now, self.subject
+        )
 
 
 class RuleSet:
@@ -128,10 +140,14 @@ class RuleSet:
         self.states = {
             metric: RuleState(metric, rule, window=window, cooldown=cooldown)
             for metric, rule in rules.items()
+            if metric in METRICS
         }
 
     def observe(self, values: Mapping[str, float], now: float) -> list[Trigger]:
-        """Push one sample of each metric; return the rules that fired, in METRICS order."""
+        """Push one sample of each metric; return the rules that fired, in METRICS order.
+
+        A metric missing from ``values`` (too few requests in the interval, no event loop) is
+        not judged and leaves its window as it was."""
         fired = []
         for metric in METRICS:
             state = self.states.get(metric)
@@ -145,5 +161,67 @@ class RuleSet:
         """The caller acted on these firings: keep their rules quiet for their cooldowns."""
         for trigger in triggers:
             state = self.states.get(trigger.metric)
-            if state is not None:
+            if state is not None and trigger.subject is None:
+                state.last_fired = trigger.time
+
+
+class RouteRules:
+    """One rule judged per route, each route against its own history (its baseline).
+
+    A route gets a window only once it has been seen (the caller passes only routes with enough
+    requests in the interval); routes not seen for ``forget_after`` judged intervals are
+    forgotten, and at most ``max_routes`` are tracked, so a flood of distinct paths cannot grow
+    it without bound.
+    """
+
+    def __init__(
+        self,
+        metric: str,
+        rule: Rule,
+        *,
+        window: int,
+        cooldown: float,
+        max_routes: int = 500,
+        forget_after: int = 100,
+    ) -> None:
+        self.metric = metric
+        self.rule = rule
+        self.window = window
+        self.cooldown = cooldown
+        self.max_routes = max_routes
+        self.forget_after = forget_after
+        self.states: dict[str, RuleState] = {}
+        self._last_seen: dict[str, int] = {}
+        self._tick = 0
+        self.untracked = 0
+
+    def observe(self, values: Mapping[str, float], now: float) -> list[Trigger]:
+        """Push one figure per route seen this interval; return the routes whose rule fired."""
+        self._tick += 1
+        fired = []
+        for subject, value in values.items():
+            state = self.states.get(subject)
+            if state is None:
+                if len(self.states) >= self.max_routes:
+                    self.untracked += 1
+                    continue
+                state = RuleState(
+                    self.metric, self.rule, window=self.window, cooldown=self.cooldown,
+                    subject=subject,
+                )
+                self.states[subject] = state
+            self._last_seen[subject] = self._tick
+            trigger = state.observe(value, now)
+            if trigger is not None:
+                fired.append(trigger)
+        stale = [s for s, seen in self._last_seen.items() if self._tick - seen > self.forget_after]
+        for subject in stale:
+            del self.states[subject], self._last_seen[subject]
+        return fired
+
+    def start_cooldown(self, triggers: list[Trigger]) -> None:
+        """As :meth:`RuleSet.start_cooldown`, for the routes among ``triggers``."""
+        for trigger in triggers:
+            state = self.states.get(trigger.subject or "")
+            if trigger.metric == self.metric and state is not None:
                 state.last_fired = trigger.time

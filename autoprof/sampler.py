@@ -110,6 +110,7 @@ class ThreadSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._cpu_start = 0.0
+        self._roots: dict[int, tuple[str, str]] = {}
 
     def start(self) -> None:
         self._cpu_start = time.process_time()
@@ -191,7 +192,10 @@ class ThreadSampler:
                 continue
             seen.add(ident)
             name = thread.name if thread is not None else "<unknown>"
-            stack = call_stack(frame, f"{name}\x00<thread>\x00{ident}", limit=self.max_depth)
+            root = self._roots.get(ident)
+            if root is None or root[0] != name:  # one shared string per thread, not per pass
+                root = self._roots[ident] = (name, f"{name}\x00<thread>\x00{ident}")
+            stack = call_stack(frame, root[1], limit=self.max_depth)
             cpu = thread_cpu_time(ident)
             previous = cpu_before.get(ident)
             if cpu is not None:
@@ -203,6 +207,8 @@ class ThreadSampler:
             records.append((stack, elapsed))
         for gone in cpu_before.keys() - seen:
             del cpu_before[gone]
+        for gone in self._roots.keys() - seen:
+            del self._roots[gone]
         return records
 
     def info(self) -> dict[str, Any]:

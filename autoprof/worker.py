@@ -2,15 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from autoprof.errors import ErrorLog
 
 Job = Callable[[], Any]
+
+
+class BusyLog:
+    """When autoprof's own threads were at work (wall clock), so that what they cost the app
+    is not taken for the app's doing: a tracemalloc snapshot or a gc walk holds the GIL and
+    stalls the event loop meanwhile."""
+
+    def __init__(self, keep: int = 64) -> None:
+        self._periods: deque[tuple[float, float]] = deque(maxlen=keep)
+        self._open: dict[int, float] = {}
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        key = threading.get_ident()
+        start = self._open[key] = time.time()
+        try:
+            yield
+        finally:
+            del self._open[key]
+            self._periods.append((start, time.time()))
+
+    def overlap(self, start: float, end: float) -> float:
+        """Seconds of ``[start, end]`` during which autoprof was at work (at most end-start)."""
+        now = time.time()
+        periods = [*self._periods, *((s, now) for s in list(self._open.values()))]
+        covered = sum(max(0.0, min(end, e) - max(start, s)) for s, e in periods)
+        return min(covered, end - start)
 
 
 class Worker:
@@ -20,8 +49,11 @@ class Worker:
     the manifest is written after the files it lists.
     """
 
-    def __init__(self, errors: ErrorLog, *, name: str = "autoprof-worker") -> None:
+    def __init__(
+        self, errors: ErrorLog, *, name: str = "autoprof-worker", busy: BusyLog | None = None
+    ) -> None:
         self._errors = errors
+        self._busy = busy or BusyLog()
         self._name = name
         self._queue: queue.SimpleQueue[tuple[str, Job] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -68,7 +100,8 @@ class Worker:
                 return
             where, job = item
             try:
-                job()
+                with self._busy.busy():
+                    job()
             except Exception as exc:
                 self._errors.record(where, exc)
             finally:

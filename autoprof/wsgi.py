@@ -6,18 +6,18 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
+from threading import get_ident
 from typing import IO, TYPE_CHECKING, Any
 
 from autoprof.admin import AdminApp, AdminRequest, AdminResponse
 from autoprof.admin.http import MAX_BODY, mount_base
 from autoprof.capture import ProfiledRequest
 from autoprof.controller import AutoProf
+from autoprof.routes import ROUTE_KEY
+from autoprof.traffic import RequestLog, Resolver
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
-#: environ key where a framework adapter (Flask) leaves the matched route template.
-ROUTE_KEY = "autoprof.route"
 
 
 class AutoProfWSGIMiddleware:
@@ -29,9 +29,11 @@ class AutoProfWSGIMiddleware:
 
     Keyword options are those of :class:`autoprof.AutoProf` (or pass ``autoprof=`` a controller
     you built). A request counts as in flight until the server closes its response iterable,
-    so streamed bodies are counted while they stream. When a capture is open, each of the next
-    N requests runs under its own pyinstrument profiler on its own thread, covering the app call
-    and the iteration of the body; its thread CPU time is recorded too.
+    so streamed bodies are counted while they stream; then its duration, status and route (see
+    :meth:`resolve_route`) go to the log the latency and error-rate rules read. When a capture
+    is open, each of the next N requests runs under its own pyinstrument profiler on its own
+    thread, covering the app call and the iteration of the body; its thread CPU time is
+    recorded too.
 
     With ``admin=True`` it also serves the admin route under ``admin_prefix`` (below the app's
     ``SCRIPT_NAME``); those requests are never profiled nor counted in flight.
@@ -58,16 +60,19 @@ class AutoProfWSGIMiddleware:
             ap.ensure_started()
         inflight = ap.inflight
         key = id(environ)
-        inflight[key] = (environ, time.perf_counter())
+        log = ap.requests
+        tracker = _InFlight(inflight, key, environ, start_response, log, self.resolve_route)
+        inflight[key] = (environ, tracker.started, get_ident())
         try:
             if ap.capture is not None:
                 method = environ.get("REQUEST_METHOD", "GET")
                 handle = ap.claim(method, environ.get("PATH_INFO", ""))
                 if handle is not None:
-                    return self._profiled(handle, environ, start_response)
-            return _InFlight(self.app(environ, start_response), inflight, key)
-        except BaseException:
-            inflight.pop(key, None)
+                    return self._profiled(handle, environ, tracker)
+            tracker.iterable = self.app(environ, start_response if log is None else tracker)
+            return tracker
+        except BaseException as exc:
+            tracker.failed(exc)
             raise
 
     def _serve_admin(
@@ -83,28 +88,33 @@ class AutoProfWSGIMiddleware:
         return [response.body]
 
     def _profiled(
-        self, handle: ProfiledRequest, environ: WSGIEnvironment, start_response: StartResponse
+        self, handle: ProfiledRequest, environ: WSGIEnvironment, tracker: _InFlight
     ) -> Iterable[bytes]:
         def start_and_note_status(status: str, headers: Any, exc_info: Any = None) -> Any:
             with contextlib.suppress(ValueError):
                 handle.status = int(status.split(" ", 1)[0])
-            return start_response(status, headers, exc_info)
+            return tracker(status, headers, exc_info)
 
+        tracker.profiled = True
         handle.start(async_mode="disabled", measure_cpu=True)
         try:
             result = self.app(environ, start_and_note_status)
         except BaseException as exc:
             handle.finish(route=self._route(environ), error=type(exc))
             raise
-        return _Profiled(
-            result, self.autoprof.inflight, id(environ), handle, lambda: self._route(environ)
-        )
+        return _Profiled(tracker, result, handle, lambda: self._route(environ))
 
     def _route(self, environ: WSGIEnvironment) -> str | None:
         try:
             return self.route_of(environ)
         except Exception:  # not found, redirect, a framework quirk: the path will do
             return None
+
+    def resolve_route(self, method: str, path: str, hint: Any, extra: Any) -> str | None:
+        """The route template of a finished request, for the latency and error-rate rules
+        (called on the monitor thread with what the request left: ``environ["autoprof.route"]``
+        as ``hint``). Without one, the path stands for the route."""
+        return hint if isinstance(hint, str) else path
 
     def route_of(self, environ: WSGIEnvironment) -> str | None:
         """The route template of a profiled request, asked once it has finished: what a
@@ -170,41 +180,82 @@ def _status_line(response: AdminResponse) -> str:
 
 
 class _InFlight:
-    """The app's response iterable; the request leaves the in-flight set when it is closed."""
+    """A request in flight: its start_response (noting the status) and its response iterable.
 
-    __slots__ = ("_inflight", "_iterable", "_key")
+    The request leaves the in-flight set when the server closes the iterable; then, if the
+    controller tracks requests, its route, duration and status go to the request log."""
 
-    def __init__(self, iterable: Iterable[bytes], inflight: dict[int, Any], key: int) -> None:
-        self._iterable = iterable
+    __slots__ = ("_environ", "_inflight", "_key", "_log", "_resolver", "_start_response",
+                 "iterable", "profiled", "started", "status")
+
+    def __init__(
+        self,
+        inflight: dict[int, Any],
+        key: int,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        log: RequestLog | None,
+        resolver: Resolver,
+    ) -> None:
         self._inflight = inflight
         self._key = key
+        self._environ = environ
+        self._start_response = start_response
+        self._log = log
+        self._resolver = resolver
+        self.iterable: Iterable[bytes] = ()
+        self.profiled = False
+        self.status = "0"
+        self.started = time.perf_counter()
+
+    def __call__(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+        self.status = status
+        return self._start_response(status, headers, exc_info)
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._iterable)
+        return iter(self.iterable)
+
+    def failed(self, exc: BaseException) -> None:
+        """The app raised instead of answering: the server will send a 500."""
+        log = self._log
+        if log is not None and isinstance(exc, Exception):
+            environ = self._environ
+            log.record_exception(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""),
+                                 exc)
+        self.close()
 
     def close(self) -> None:
         try:
-            close = getattr(self._iterable, "close", None)
+            close = getattr(self.iterable, "close", None)
             if close is not None:
                 close()
         finally:
             self._inflight.pop(self._key, None)
+            log = self._log
+            if log is not None:
+                environ = self._environ
+                log.events.append((
+                    self._resolver, environ.get("REQUEST_METHOD", ""),
+                    environ.get("PATH_INFO", ""), environ.get(ROUTE_KEY), None,
+                    None if self.profiled else time.perf_counter() - self.started, self.status,
+                ))
 
 
-class _Profiled(_InFlight):
-    """As :class:`_InFlight`, and stops the request's profiler once the body is done."""
+class _Profiled:
+    """The response iterable of a profiled request: stops its profiler once the body is done,
+    then closes as :class:`_InFlight`."""
 
-    __slots__ = ("_error", "_handle", "_route")
+    __slots__ = ("_error", "_handle", "_iterable", "_route", "_tracker")
 
     def __init__(
         self,
+        tracker: _InFlight,
         iterable: Iterable[bytes],
-        inflight: dict[int, Any],
-        key: int,
         handle: ProfiledRequest,
         route: Callable[[], str | None],
     ) -> None:
-        super().__init__(iterable, inflight, key)
+        self._tracker = tracker
+        self._iterable = iterable
         self._handle = handle
         self._route = route
         self._error: type[BaseException] | None = None
@@ -218,6 +269,7 @@ class _Profiled(_InFlight):
 
     def close(self) -> None:
         try:
-            super().close()
+            self._tracker.iterable = self._iterable
+            self._tracker.close()
         finally:
             self._handle.finish(route=self._route(), error=self._error)

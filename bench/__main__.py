@@ -1,9 +1,10 @@
 """``python -m bench [--quick] [--out DIR] [--loadgen auto|wrk|python] [--only SECTION ...]``.
 
-Runs the sections (in-process, monitor, memory, detection, http), judges the targets, and writes
-``results.md``, ``results.png`` and ``results.json`` to ``--out`` (``bench/results`` for the full
-run, ``bench/results/quick`` for ``--quick``). The markdown is printed at the end too. A section
-that fails is reported as failed in the table and makes the exit status 1.
+Runs the sections (in-process, monitor, flight recorder, memory, detection, http), judges the
+targets, and writes ``results.md``, ``results.png`` and ``results.json`` to ``--out``
+(``bench/results`` for the full run, ``bench/results/quick`` for ``--quick``). The markdown is
+printed at the end too. A section that fails is reported as failed in the table and makes the
+exit status 1.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from typing import Any
 
 import psutil
 
-from bench import detection, http, inprocess, memory, monitor, report
+from bench import detection, http, inprocess, memory, monitor, recorder, report
 from bench.common import FULL, QUICK, Params, machine, progress
 
-SECTIONS = ("inprocess", "monitor", "memory", "detection", "http")
+SECTIONS = ("inprocess", "monitor", "recorder", "memory", "detection", "http")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             "monitor": lambda: monitor.run(
                 params.monitor_interval, params.monitor_seconds, workdir
             ),
+            "recorder": lambda: recorder.run(params, workdir),
             "memory": lambda: memory.run(params.memory_repeats, workdir),
             "detection": lambda: detection.run(params, workdir),
             "http": lambda: http.run(params, workdir, loadgen),

@@ -36,6 +36,10 @@ CAPTURE_OPTIONS: dict[str, Any] = {
 """A capture that stays open for the whole measurement and renders nothing: what is measured is
 the request path; rendering runs on autoprof's writer thread for N (5) requests per capture."""
 
+RECORDER_OPTIONS: dict[str, Any] = {"flight_recorder": 30.0}
+"""The flight recorder as it would be turned on: the last 30 s of every thread's stacks, kept
+at its default interval (0.1 s); nothing else differs from autoprof idle."""
+
 
 @dataclass(frozen=True)
 class Config:
@@ -57,6 +61,7 @@ BARE = Config("bare", "bare app")
 CONTROL = Config("bare-control", "bare app, second instance (A/A control)")
 PASSTHROUGH = Config("passthrough", "passthrough middleware (counter + timer)")
 IDLE = Config("idle", "autoprof idle")
+RECORDER = Config("idle-recorder", "autoprof idle + flight recorder")
 UNPROFILED = Config("capture-unprofiled", "autoprof, capture open, request not profiled")
 PROFILED = Config("capture-profiled", "autoprof, capture open, request profiled")
 PYINSTRUMENT = Config("pyinstrument", "pyinstrument on every request")
@@ -66,10 +71,12 @@ FASTAPI_PROFILER = Config(
 WERKZEUG_PROFILER = Config("werkzeug-profiler", "werkzeug ProfilerMiddleware, defaults")
 
 ASGI_CONFIGS = (
-    BARE, CONTROL, PASSTHROUGH, IDLE, UNPROFILED, PROFILED, PYINSTRUMENT, FASTAPI_PROFILER,
+    BARE, CONTROL, PASSTHROUGH, IDLE, RECORDER, UNPROFILED, PROFILED, PYINSTRUMENT,
+    FASTAPI_PROFILER,
 )
 WSGI_CONFIGS = (
-    BARE, CONTROL, PASSTHROUGH, IDLE, UNPROFILED, PROFILED, PYINSTRUMENT, WERKZEUG_PROFILER,
+    BARE, CONTROL, PASSTHROUGH, IDLE, RECORDER, UNPROFILED, PROFILED, PYINSTRUMENT,
+    WERKZEUG_PROFILER,
 )
 HTTP_CONFIGS = (BARE, CONTROL, IDLE, UNPROFILED, PROFILED, PYINSTRUMENT)
 CONFIGS = {c.key: c for c in (*ASGI_CONFIGS, *WSGI_CONFIGS)}
@@ -215,12 +222,15 @@ class Built:
 
 
 def make_autoprof(config: Config, dump_dir: str | None, *, from_env: bool = False) -> AutoProf:
-    """The controller a configuration uses: defaults, plus :data:`CAPTURE_OPTIONS` for captures.
+    """The controller a configuration uses: defaults, plus :data:`CAPTURE_OPTIONS` for captures
+    and :data:`RECORDER_OPTIONS` for the flight recorder.
 
     With ``from_env`` (servers), ``AUTOPROF_*`` environment variables override these."""
     options: dict[str, Any] = {}
     if dump_dir is not None:
         options["dump_dir"] = dump_dir
+    if config is RECORDER:
+        options.update(RECORDER_OPTIONS)
     if config in (UNPROFILED, PROFILED):
         options.update(CAPTURE_OPTIONS, requests=1 if config is UNPROFILED else 10**9)
     return AutoProf.from_env(**options) if from_env else AutoProf(**options)
@@ -272,7 +282,7 @@ def build_asgi(
     middleware: list[Any] = []
     if config is PASSTHROUGH:
         middleware.append(Middleware(Passthrough))
-    elif config in (IDLE, UNPROFILED, PROFILED):
+    elif config in (IDLE, RECORDER, UNPROFILED, PROFILED):
         ap = make_autoprof(config, dump_dir, from_env=from_env)
         factory: Any = AutoProfMiddleware
         middleware.append(Middleware(factory, autoprof=ap))
@@ -321,7 +331,7 @@ def build_wsgi(
     ap: AutoProf | None = None
     if config is PASSTHROUGH:
         app.wsgi_app = WSGIPassthrough(app.wsgi_app)
-    elif config in (IDLE, UNPROFILED, PROFILED):
+    elif config in (IDLE, RECORDER, UNPROFILED, PROFILED):
         ap = make_autoprof(config, dump_dir, from_env=from_env)
         ap.init_app(app)
     elif config is PYINSTRUMENT:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 import os
@@ -10,10 +11,13 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import psutil
 
 DISTRIBUTIONS = (
     "autoprof-web",
@@ -80,6 +84,9 @@ class Params:
     # 3. monitor
     monitor_interval: float
     monitor_seconds: float
+    # 6. flight recorder: CPU over recorder_seconds once a ring of recorder_ring seconds is full
+    recorder_seconds: float
+    recorder_ring: float
     # 4. detection
     detect_interval: float
     detect_window: int
@@ -101,6 +108,8 @@ FULL = Params(
     http_max_requests=2_000_000,
     monitor_interval=1.0,
     monitor_seconds=30.0,
+    recorder_seconds=20.0,
+    recorder_ring=10.0,
     detect_interval=1.0,
     detect_window=5,
     detect_repeats=3,
@@ -120,6 +129,8 @@ QUICK = Params(
     http_max_requests=20_000,
     monitor_interval=0.1,
     monitor_seconds=1.2,
+    recorder_seconds=1.5,
+    recorder_ring=0.5,
     detect_interval=0.25,
     detect_window=3,
     detect_repeats=1,
@@ -152,6 +163,18 @@ def rounds_order(keys: Sequence[str], round_index: int) -> list[str]:
     """Interleaving order for a round: forwards on even rounds, backwards on odd ones, so that a
     drift over time weighs on every configuration alike."""
     return list(keys) if round_index % 2 == 0 else list(reversed(keys))
+
+
+def thread_cpu(thread: threading.Thread) -> float:
+    """CPU seconds used so far by ``thread`` (its own CPU clock; psutil where there is none)."""
+    if thread.ident is not None:
+        with contextlib.suppress(AttributeError, OSError):
+            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    native = thread.native_id
+    for entry in psutil.Process().threads():
+        if entry.id == native:
+            return float(entry.user_time + entry.system_time)
+    raise RuntimeError(f"cannot read the CPU time of thread {thread.name!r}")
 
 
 def progress(message: str) -> None:

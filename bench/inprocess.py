@@ -8,22 +8,33 @@ garbage collector (``gc.freeze``), so its collections during a batch are those t
 cause. Time is the process's CPU time (``time.process_time``): what a request costs the process,
 including autoprof's own threads (a capture's all-threads sampler), and unaffected by other load
 on the machine taking the CPU away between requests.
+
+The flight recorder (``autoprof idle + flight recorder``) is a thread that runs all the time, as
+in production, so its passes (10 a second) fall anywhere in any configuration's batches. Its CPU
+clock is read around every batch and charged to its own configuration only: it is taken out of
+the others' times. Its indirect effects (on caches, the GIL, the garbage collector) fall on every
+configuration alike. Each app's configurations are stopped once it has been measured.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.apps import (
     ASGI_CONFIGS,
     BARE,
+    IDLE,
     PASSTHROUGH,
+    RECORDER,
     WSGI_CONFIGS,
     Built,
     Config,
@@ -39,10 +50,22 @@ from bench.common import (
     progress,
     quartiles,
     rounds_order,
+    thread_cpu,
     version_of,
 )
 
 CLOCK = time.process_time
+RECORDER_THREAD = "autoprof-recorder"
+
+
+def _recorders_cpu() -> float:
+    """CPU seconds used so far by the flight recorders' threads in this process."""
+    total = 0.0
+    for thread in threading.enumerate():
+        if thread.name == RECORDER_THREAD:
+            with contextlib.suppress(RuntimeError):
+                total += thread_cpu(thread)
+    return total
 
 
 def _start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:
@@ -146,16 +169,26 @@ class Subject:
     note: str | None = None
     batch_size: int = 0
     per_request: list[float] | None = None
+    recorder_per_request: list[float] = field(default_factory=list)
+    """CPU of the flight recorder's thread per request, in this configuration's batches."""
 
     def run_batch(self) -> float:
+        """One batch; CPU seconds per request, flight recorders charged to their own rows."""
         assert self.driver is not None
         built = self.driver.built
         built.open_capture()
         try:
             gc.collect()
-            return self.driver.batch(self.batch_size) / self.batch_size
+            recorders0 = _recorders_cpu()
+            seconds = self.driver.batch(self.batch_size)
+            recorders = _recorders_cpu() - recorders0
         finally:
             built.close_capture()
+        if self.config is RECORDER:
+            self.recorder_per_request.append(recorders / self.batch_size)
+        else:
+            seconds -= recorders
+        return seconds / self.batch_size
 
 
 def _size_batch(subject: Subject, params: Params) -> None:
@@ -198,6 +231,7 @@ def _summarise(app_name: str, subjects: Sequence[Subject]) -> dict[str, Any]:
     bare = next(s for s in subjects if s.config is BARE)
     assert bare.per_request is not None
     floor = next((s for s in subjects if s.config is PASSTHROUGH), None)
+    idle = next((s for s in subjects if s.config is IDLE), None)
     rows = []
     for subject in subjects:
         row: dict[str, Any] = {"key": subject.config.key, "label": subject.config.label}
@@ -223,43 +257,60 @@ def _summarise(app_name: str, subjects: Sequence[Subject]) -> dict[str, Any]:
             row["over_passthrough_us"] = median(
                 [(t - f) * 1e6 for t, f in zip(subject.per_request, floor.per_request, strict=True)]
             )
+        if subject.config is RECORDER:
+            row["recorder_thread_us"] = statistics.fmean(subject.recorder_per_request) * 1e6
+            if idle is not None and idle.per_request is not None:
+                over = [(t - i) * 1e6
+                        for t, i in zip(subject.per_request, idle.per_request, strict=True)]
+                q1, q3 = quartiles(over)
+                row.update(over_idle_us=median(over), over_idle_q1_us=q1, over_idle_q3_us=q3)
         rows.append(row)
     return {"app": app_name, "rows": rows}
 
 
-def run(params: Params, workdir: Path) -> dict[str, Any]:
-    """Measure every ASGI (Starlette) and WSGI (Flask) configuration; see the module doc."""
-    results = []
-    loop = asyncio.new_event_loop()
+def _measure_app(
+    name: str,
+    configs: Sequence[Config],
+    build: Callable[[Config], Built],
+    drive: Callable[[Built], Driver],
+    params: Params,
+) -> dict[str, Any]:
+    """Build every configuration of one app, measure them together, and stop them."""
     built: list[Built] = []
     try:
         subjects: list[Subject] = []
-        for config in ASGI_CONFIGS:
+        for config in configs:
             missing = config.missing()
             if missing:
                 subjects.append(Subject(config, None, note=missing))
                 continue
-            b = build_asgi(config, dump_dir=str(workdir / f"dumps-asgi-{config.key}"))
-            built.append(b)
-            subjects.append(Subject(config, ASGIDriver(b, loop)))
-        name = f"Starlette {version_of('starlette')} (ASGI, direct calls)"
+            built.append(build(config))
+            subjects.append(Subject(config, drive(built[-1])))
         progress(f"in-process: {name}")
-        results.append(_measure(name, subjects, params))
-
-        subjects = []
-        for config in WSGI_CONFIGS:
-            missing = config.missing()
-            if missing:
-                subjects.append(Subject(config, None, note=missing))
-                continue
-            b = build_wsgi(config, dump_dir=str(workdir / f"dumps-wsgi-{config.key}"))
-            built.append(b)
-            subjects.append(Subject(config, WSGIDriver(b)))
-        name = f"Flask {version_of('flask')} (WSGI, direct calls)"
-        progress(f"in-process: {name}")
-        results.append(_measure(name, subjects, params))
+        return _measure(name, subjects, params)
     finally:
         for b in built:
             b.stop()
+
+
+def run(params: Params, workdir: Path) -> dict[str, Any]:
+    """Measure every ASGI (Starlette) and WSGI (Flask) configuration; see the module doc."""
+    loop = asyncio.new_event_loop()
+    try:
+        starlette = _measure_app(
+            f"Starlette {version_of('starlette')} (ASGI, direct calls)",
+            ASGI_CONFIGS,
+            lambda c: build_asgi(c, dump_dir=str(workdir / f"dumps-asgi-{c.key}")),
+            lambda b: ASGIDriver(b, loop),
+            params,
+        )
+        flask = _measure_app(
+            f"Flask {version_of('flask')} (WSGI, direct calls)",
+            WSGI_CONFIGS,
+            lambda c: build_wsgi(c, dump_dir=str(workdir / f"dumps-wsgi-{c.key}")),
+            WSGIDriver,
+            params,
+        )
+    finally:
         loop.close()
-    return {"apps": results}
+    return {"apps": [starlette, flask]}

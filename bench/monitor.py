@@ -9,30 +9,16 @@ floor without wake-ups and cold caches.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from autoprof import AutoProf, Settings
 from autoprof.metrics import ProcessMetrics
-from bench.common import progress
+from bench.common import progress, thread_cpu
 
 DEFAULT_INTERVAL = Settings().collect_interval
-
-
-def _thread_cpu(thread: threading.Thread) -> float:
-    if thread.ident is not None:
-        with contextlib.suppress(AttributeError, OSError):
-            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-    native = thread.native_id
-    for entry in psutil.Process().threads():
-        if entry.id == native:
-            return float(entry.user_time + entry.system_time)
-    raise RuntimeError("cannot read the monitor thread's CPU time")
 
 
 def _hot_sample_us(count: int = 200) -> float:
@@ -60,9 +46,9 @@ def run(interval: float, seconds: float, workdir: Path) -> dict[str, Any]:
         deadline = time.monotonic() + interval * 3 + 5
         while not monitor.history and time.monotonic() < deadline:
             time.sleep(min(0.01, interval / 10))
-        cpu0, n0, t0 = _thread_cpu(thread), len(monitor.history), time.monotonic()
+        cpu0, n0, t0 = thread_cpu(thread), len(monitor.history), time.monotonic()
         time.sleep(seconds)
-        cpu1, n1, t1 = _thread_cpu(thread), len(monitor.history), time.monotonic()
+        cpu1, n1, t1 = thread_cpu(thread), len(monitor.history), time.monotonic()
     finally:
         ap.stop(timeout=10)
     samples = n1 - n0

@@ -13,6 +13,7 @@ IDLE_HTTP_RATIO = 0.99
 IDLE_HTTP_P99_MS = 1.0
 CAPTURE_RATIO = 0.90
 MONITOR_CORE_PCT = 0.1
+RECORDER_CORE_PCT = 0.5
 DETECT_INTERVALS = 2.0
 
 
@@ -112,6 +113,14 @@ def targets(results: dict[str, Any]) -> list[Target]:
         out.append(_judge("monitor CPU at a 1 s interval", "% of one core",
                           monitor.get("core_pct_1s"), MONITOR_CORE_PCT,
                           higher=False, unit=" %", fmt=".3f"))
+    rec = sections.get("recorder")
+    if rec is not None:
+        measured = (f" (measured: {rec['core_pct']:.3f} % at {_rate(rec):.1f} passes/s)"
+                    if _finite(rec.get("core_pct")) else "")
+        out.append(_judge(f"flight recorder CPU ({1 / rec['interval']:g} Hz, "
+                          f"{rec['threads']} threads)", "% of one core",
+                          rec.get("core_pct_nominal"), RECORDER_CORE_PCT,
+                          higher=False, unit=" %", fmt=".3f", context=measured))
     for item in sections.get("detection", {}).get("summary", []):
         worst = item.get("dump_intervals_max") if not item.get("failed") else None
         out.append(_judge("first dump after a spike (worst run)",
@@ -121,6 +130,11 @@ def targets(results: dict[str, Any]) -> list[Target]:
 
 
 # -- markdown --------------------------------------------------------------------------------
+
+
+def _rate(rec: dict[str, Any]) -> float:
+    """Passes a second the flight recorder made during the measurement."""
+    return float(rec["passes"] / rec["seconds"]) if rec.get("seconds") else float("nan")
 
 
 def _f(value: Any, fmt: str, suffix: str = "") -> str:
@@ -170,6 +184,17 @@ def _inprocess_md(section: dict[str, Any]) -> list[str]:
              "µs over passthrough", "requests"],
             rows,
         )
+        rec = _row(app["rows"], "idle-recorder")
+        if rec is not None and "over_idle_us" in rec:
+            lines += [
+                "",
+                f"{rec['label']} against autoprof idle, same rounds: "
+                f"{_f(rec['over_idle_us'], '+.2f')} µs per request "
+                f"(IQR {_f(rec['over_idle_q1_us'], '+.2f')} … "
+                f"{_f(rec['over_idle_q3_us'], '+.2f')}); of its time, the recorder's thread: "
+                f"{_f(rec['recorder_thread_us'], '.3f')} µs per request (mean over rounds). "
+                "The recorder's CPU during other configurations' batches is taken out of theirs.",
+            ]
     return lines
 
 
@@ -223,6 +248,56 @@ def _monitor_md(m: dict[str, Any]) -> list[str]:
             _f(m["cpu_s_per_min_default"], ".4f"),
             _f(m["cpu_s_per_min_1s"], ".4f"),
             _f(m["core_pct_1s"], ".3f", " %"),
+        ]],
+    )
+    return lines
+
+
+def _recorder_md(r: dict[str, Any]) -> list[str]:
+    lines = ["## 6. Flight recorder cost", ""]
+    hz = 1 / r["interval"]
+    base = r["base"]
+    lines.append(
+        f"The flight recorder's thread sampling {r['threads']} threads every "
+        f"{r['interval']:g} s: the main thread (asleep), {r['parked']} threads parked in a wait "
+        f"and {r['busy']} busy in Python, each {r['depth']} frames deep. CPU: the thread's own "
+        f"CPU clock over {r['seconds']:.0f} s with its ring full ({r['passes']} passes, "
+        f"{_rate(r):.1f} a second, {r['failures']} failed); % of one core at {hz:g} passes a "
+        "second, and as measured. A thread-sample is one thread's stack in one pass. Then with "
+        f"the parked threads ended ({base['threads']} threads, {base['seconds']:.0f} s, "
+        f"{base['passes']} passes): the CPU per pass then, what one more thread adds to a pass "
+        f"(the rest, {_f(r['cpu_fixed_per_pass_us'], '.0f')} µs a pass, is paid whatever the "
+        "threads: waking up, taking the GIL), and so how many such threads "
+        f"{hz:g} passes a second can sample within {RECORDER_CORE_PCT:g} % of one core. "
+        "Memory: the full ring "
+        f"({r['ring_passes']} passes of {r['ring_seconds']:g} s) walked object by object, per "
+        f"pass, and scaled to a {r['default_ring_seconds']:g} s ring "
+        f"({r['default_ring_passes']} passes), with the frame identifiers the passes share "
+        f"({r['ring_shared_string_bytes'] / 1024:.0f} KiB) once; GC-tracked objects are what "
+        "the ring adds to every full garbage collection."
+    )
+    lines.append("")
+    fixed, per_thread = r["cpu_fixed_per_pass_us"], r["cpu_per_extra_thread_us"]
+    budget = RECORDER_CORE_PCT / 100 / hz * 1e6  # µs per pass
+    threads_at_goal = ((budget - fixed) / per_thread
+                       if _finite(per_thread) and _finite(fixed) and per_thread > 0 else None)
+    default = f"{r['default_ring_seconds']:g} s ring"
+    lines += _table(
+        [f"% of one core at {hz:g} Hz", "% of one core measured", "CPU per pass",
+         "CPU per thread-sample", f"CPU per pass, {base['threads']} threads",
+         "per extra thread", f"threads within {RECORDER_CORE_PCT:g} %",
+         "memory per pass", f"memory, {default}", f"GC-tracked objects, {default}"],
+        [[
+            _f(r["core_pct_nominal"], ".3f", " %"),
+            _f(r["core_pct"], ".3f", " %"),
+            _f(r["cpu_per_pass_us"], ".0f", " µs"),
+            _f(r["cpu_per_thread_sample_us"], ".1f", " µs"),
+            _f(base["cpu_per_pass_us"], ".0f", " µs"),
+            _f(per_thread, ".1f", " µs"),
+            _f(max(threads_at_goal, 0.0), ".0f") if threads_at_goal is not None else "n/a",
+            _f(r["bytes_per_pass"] / 1024, ".1f", " KiB"),
+            _f(r["default_ring_bytes"] / 2**20, ".2f", " MiB"),
+            _f(r["default_ring_tracked_objects"], ",.0f"),
         ]],
     )
     return lines
@@ -309,6 +384,7 @@ def markdown(results: dict[str, Any], judged: list[Target]) -> str:
         ("monitor", _monitor_md),
         ("detection", _detection_md),
         ("memory", _memory_md),
+        ("recorder", _recorder_md),
     )
     for key, render in renderers:
         if key in sections:
@@ -335,6 +411,7 @@ _COLOURS = {
     "bare-control": "#bdbdbd",
     "passthrough": "#757575",
     "idle": "#1565c0",
+    "idle-recorder": "#0d47a1",
     "capture-unprofiled": "#42a5f5",
     "capture-profiled": "#90caf9",
 }

@@ -1,15 +1,17 @@
-"""Watch autoprof catch a memory spike and a CPU spike in a real server, in under a minute.
+"""Watch autoprof catch a memory spike, a stalled event loop and a CPU spike in a real server.
 
 Run it from the repository root, after ``pip install -e '.[examples]'``::
 
     python examples/demo.py          # or: python -m examples.demo
 
 It starts the FastAPI example (examples/fastapi_app/app.py) under uvicorn on 127.0.0.1 with
-fast demo settings, spikes its memory until autoprof writes a memory capture, then burns CPU
-until it writes a CPU capture, prints what the two captures hold, and stops the server. The
-dumps stay in a fresh directory under the system temp directory, printed at the start.
+fast demo settings, spikes its memory until autoprof writes a memory capture, blocks its event
+loop with a ``time.sleep`` inside ``async def`` until a loop-lag capture names the blocking
+function, then burns CPU until it writes a CPU capture, prints what the captures hold, and stops
+the server. The dumps stay in a fresh directory under the system temp directory, printed at the
+start. It takes about a minute.
 
-Exit status: 0 when both captures were written, 1 otherwise (with the server's output).
+Exit status: 0 when all three captures were written, 1 otherwise (with the server's output).
 """
 
 from __future__ import annotations
@@ -37,10 +39,13 @@ REQUESTS = 3  # requests profiled per capture
 CAPTURE_TIMEOUT = 10.0
 MEM_SPIKE_MB = 64
 MAX_MEM_SPIKES = 12  # at most 768 MiB held, if no capture ever appears
+STALL_S = 0.6
+MAX_STALLS = 12
 CPU_SPIKE_S = 1.0
 MAX_CPU_SPIKES = 12
 PHASE_TIMEOUT = 20.0  # seconds a phase may take before the demo gives up
 PROFILE_LINES = 25
+STACK_FRAMES = 4
 
 
 class DemoError(Exception):
@@ -60,7 +65,8 @@ def demo_settings(dump_dir: Path) -> dict[str, str]:
     The floors are low so that a 64 MiB allocation is a memory spike on any host, and one core
     kept busy is a CPU spike (CPU is a percentage of all usable cores, so the floor scales
     down with them) while the memory spikes stay under it. The cooldown makes each rule fire
-    once. In production keep the defaults: a 10 s interval and Holmes's rules.
+    once (the CPU phase also stalls the loop, but the loop-lag rule has fired by then). In
+    production keep the defaults: a 10 s interval and Holmes's rules.
     """
     cpu_floor = 25 / usable_cores()
     return {
@@ -250,6 +256,15 @@ def show(capture: Path, title: str) -> None:
     else:
         print("top heap growth: not tracked (tracemalloc runs for memory captures only)")
 
+    block = manifest.get("loop_block")
+    if block is not None:
+        print(f"event loop blocked for {block['duration']:.2f} s; innermost calls of its stack "
+              f"then (from {capture.name}_loop-stack.txt):")
+        for frame in block["stack"][-STACK_FRAMES:]:
+            print(f"  | {short_path(frame['filename'])}:{frame['lineno']} in {frame['function']}")
+            if frame["line"]:
+                print(f"  |     {frame['line']}")
+
     print("files:")
     for path in sorted(capture.iterdir()):
         print(f"  {size(path.stat().st_size):>10}  {path.name}")
@@ -259,7 +274,8 @@ def run() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="autoprof-demo-"))
     dump_dir = workdir / "dumps"
     settings = demo_settings(dump_dir)
-    print("autoprof demo: a FastAPI app that profiles itself when its memory or CPU spikes")
+    print("autoprof demo: a FastAPI app that profiles itself when its memory or CPU spikes "
+          "or its event loop stalls")
     print(f"  dump directory: {dump_dir}")
     print(f"  server output:  {workdir / 'server.log'}")
     shown = [f"{k}={v}" for k, v in settings.items() if k != "AUTOPROF_DUMP_DIR"]
@@ -269,19 +285,19 @@ def run() -> int:
 
     server = DemoServer(workdir, settings)
     try:
-        step(f"[1/5] starting uvicorn {APP} on {server.url} ...")
+        step(f"[1/6] starting uvicorn {APP} on {server.url} ...")
         started = time.monotonic()
         server.wait_ready()
         detail(f"ready in {time.monotonic() - started:.1f} s")
 
         warm = WINDOW * INTERVAL + 0.5
         step(
-            f"[2/5] warming up: the rules need {WINDOW} quiet samples, one every {INTERVAL:g} s "
+            f"[2/6] warming up: the rules need {WINDOW} quiet samples, one every {INTERVAL:g} s "
             f"({warm:g} s) ..."
         )
         time.sleep(warm)
 
-        step(f"[3/5] spiking memory: GET /mem?mb={MEM_SPIKE_MB} until a memory capture appears")
+        step(f"[3/6] spiking memory: GET /mem?mb={MEM_SPIKE_MB} until a memory capture appears")
 
         def mem_spike() -> str:
             response = server.client.get("/mem", params={"mb": MEM_SPIKE_MB})
@@ -304,7 +320,23 @@ def run() -> int:
         server.client.post("/mem/release").raise_for_status()
         detail("POST /mem/release -> the app let go of its buffers")
 
-        step(f"[4/5] spiking CPU: GET /cpu?seconds={CPU_SPIKE_S:g} until a CPU capture appears")
+        step(f"[4/6] stalling the event loop: GET /stall?seconds={STALL_S:g} (time.sleep in "
+             "async def) until a loop-lag capture appears")
+
+        def stall() -> str:
+            begun = time.monotonic()
+            response = server.client.get("/stall", params={"seconds": STALL_S})
+            response.raise_for_status()
+            return (f"GET /stall?seconds={STALL_S:g} -> {response.status_code} "
+                    f"in {time.monotonic() - begun:.2f} s")
+
+        loop_capture, took = spike(
+            server, dump_dir, "loop_lag", "/stall", stall, max_calls=MAX_STALLS, pause=INTERVAL
+        )
+        detail(f"loop-lag capture written {took:.1f} s after the first stall: "
+               f"{loop_capture.name}")
+
+        step(f"[5/6] spiking CPU: GET /cpu?seconds={CPU_SPIKE_S:g} until a CPU capture appears")
 
         def cpu_spike() -> str:
             begun = time.monotonic()
@@ -321,9 +353,10 @@ def run() -> int:
         detail(f"CPU capture written {took:.1f} s after the first spike: {cpu_capture.name}")
 
         show(mem_capture, "memory capture")
+        show(loop_capture, "event-loop capture")
         show(cpu_capture, "CPU capture")
         print()
-        step("[5/5] stopping the server")
+        step("[6/6] stopping the server")
     except (DemoError, httpx.HTTPError) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         print(f"server output (last lines of {server.log_path}):", file=sys.stderr)

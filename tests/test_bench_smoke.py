@@ -8,6 +8,7 @@ judged; it asserts nothing about timings.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -78,7 +79,9 @@ def test_writes_markdown_json_and_chart(quick_run: tuple[Path, str]) -> None:
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["mode"] == "quick"
     assert results["errors"] == {}
-    assert set(results["sections"]) == {"inprocess", "monitor", "memory", "detection", "http"}
+    assert set(results["sections"]) == {
+        "inprocess", "monitor", "recorder", "memory", "detection", "http"
+    }
     png = (out / "results.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     from PIL import Image
@@ -128,6 +131,33 @@ def test_monitor_detection_memory_and_targets(quick_run: tuple[Path, str]) -> No
     assert [r[0] for r in memory] == ["import autoprof", "running idle", "total"]
     assert all(numeric(r[1]) for r in memory)
     judged = table_for(all_tables, "Targets")
-    assert len(judged) == 13
+    assert len(judged) == 14
     for row in judged:
         assert row[4].strip("*").startswith(("PASS", "MISS")), row
+
+
+def test_flight_recorder_section_and_rows(quick_run: tuple[Path, str]) -> None:
+    out, _ = quick_run
+    markdown = (out / "results.md").read_text(encoding="utf-8")
+    all_tables = tables(markdown)
+    (recorder,) = table_for(all_tables, "6. Flight recorder")
+    assert len(recorder) == 10
+    assert all(numeric(cell) for cell in recorder[:6] + recorder[7:]), recorder
+    (target,) = [r for r in table_for(all_tables, "Targets")
+                 if r[0].startswith("flight recorder CPU")]
+    assert numeric(target[2]), target
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    section = results["sections"]["recorder"]
+    assert section["threads"] >= 11
+    assert section["passes"] > 0
+    assert section["failures"] == 0
+    for key in ("core_pct", "core_pct_nominal", "cpu_per_pass_us", "bytes_per_pass",
+                "default_ring_bytes", "default_ring_tracked_objects"):
+        assert math.isfinite(section[key]), (key, section[key])
+        assert section[key] > 0, (key, section[key])
+    for app in results["sections"]["inprocess"]["apps"]:
+        (row,) = [r for r in app["rows"] if r["key"] == "idle-recorder"]
+        for key in ("us", "added_us", "over_idle_us", "over_idle_q1_us", "over_idle_q3_us",
+                    "recorder_thread_us"):
+            assert math.isfinite(row[key]), (app["app"], key, row[key])
+    assert markdown.count("autoprof idle + flight recorder against autoprof idle") == 2

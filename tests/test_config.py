@@ -17,7 +17,12 @@ def test_defaults_follow_holmes_and_production_intervals():
     assert s.window == 10
     assert s.cooldown == 60
     assert s.requests == 5
-    assert set(s.rules) == {"cpu", "mem"}
+    assert set(s.rules) == {"cpu", "mem", "latency", "error_rate", "loop_lag"}
+    assert s.latency_rule == Rule(min=200, diff=100, abs=None)
+    assert s.error_rate_rule == Rule(min=5, diff=100, abs=50)
+    assert s.loop_lag_rule == Rule(min=100, diff=200, abs=1000)
+    assert s.cpu_max == 95
+    assert (s.captures_per_window, s.captures_window) == (10, 3600)
     assert s.profile_formats == ("html", "speedscope", "text")
 
 

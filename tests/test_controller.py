@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterable
@@ -192,7 +193,7 @@ def test_monitor_samples_the_real_process(make_autoprof):
     assert status["sample"]["rss"] > 0
     assert status["sample"]["threads"] >= 2
     assert status["limits"]["cpu_cores"] > 0
-    assert set(status["rules"]) == {"cpu", "mem"}
+    assert set(status["rules"]) == {"cpu", "mem", "error_rate", "loop_lag"}
 
 
 def test_fork_child_restarts_its_own_monitor(make_autoprof):
@@ -299,4 +300,5 @@ def test_manifest_lists_the_requests_in_flight_at_the_trigger(make_autoprof):
     inflight = manifest["inflight_requests"]
     assert [(r["method"], r["path"]) for r in inflight] == [("GET", "/stuck")]
     assert inflight[0]["age_s"] >= 0
+    assert inflight[0]["thread"] == threading.current_thread().name  # the thread running it
     assert "secret" not in json.dumps(manifest)

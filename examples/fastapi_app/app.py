@@ -1,10 +1,11 @@
-"""A FastAPI app that profiles itself with autoprof, with three routes that misbehave.
+"""A FastAPI app that profiles itself with autoprof, with four routes that misbehave.
 
 Run it (from the repository root)::
 
     uvicorn examples.fastapi_app.app:app --port 8000
 
-then spike it: ``curl 'localhost:8000/mem?mb=200'`` a few times, or ``curl localhost:8000/cpu``.
+then spike it: ``curl 'localhost:8000/mem?mb=200'`` a few times, ``curl localhost:8000/cpu``,
+or stall its event loop: ``curl 'localhost:8000/stall?seconds=1'``.
 Dumps land in the directory ``GET /`` shows. Every option can be overridden with
 ``AUTOPROF_*`` environment variables (``AUTOPROF_COLLECT_INTERVAL=0.5`` ...).
 """
@@ -85,3 +86,16 @@ async def blocked(seconds: float = Query(2.0, gt=0, le=30)) -> dict[str, float]:
     async with gate:
         await asyncio.sleep(seconds)
     return {"waited_s": round(time.perf_counter() - start, 3)}
+
+
+def fetch_report_synchronously(seconds: float) -> None:
+    """A blocking call inside async code (a sync driver, requests, time.sleep): while it runs,
+    the event loop serves nobody. The function a loop_lag capture should name."""
+    time.sleep(seconds)
+
+
+@app.get("/stall")
+async def stall_the_loop(seconds: float = Query(0.6, gt=0, le=10)) -> dict[str, float]:
+    """Block the event loop for ``seconds``."""
+    fetch_report_synchronously(seconds)
+    return {"stalled_s": seconds}
