@@ -253,7 +253,7 @@ class Capture:
 
     def _take_recording(self) -> None:
         assert self.recorder is not None
-        self.before = self.recorder.snapshot()
+        self.before = self.recorder.snapshot(self.settings.flight_recorder)
 
     def take_census(self, *, skip: bool = False) -> None:
         """The object census, taken just after the capture is armed so that the next requests

@@ -167,8 +167,9 @@ class Settings:
     thread_stacks: bool = True
     thread_profile: bool = True
     sampler_interval: float = 0.02
-    flight_recorder: float = 0.0
+    flight_recorder: float = 30.0
     flight_recorder_interval: float = 0.1
+    flight_recorder_budget: float = 0.5
     admin: bool = False
     admin_prefix: str = "/_autoprof"
     admin_token: str | None = field(default=None, repr=False)
@@ -186,6 +187,7 @@ class Settings:
             "flight_recorder_interval",
             "loop_check_interval",
             "captures_window",
+            "flight_recorder_budget",
         ):
             value = getattr(self, name)
             _check(_is_number(value) and value > 0, f"{name} must be seconds > 0, got {value!r}")

@@ -194,6 +194,7 @@ class AutoProf:
             ring=True,
             description=f"all threads in the {settings.flight_recorder:g}s before the trigger",
             name="autoprof-recorder",
+            cpu_budget=settings.flight_recorder_budget / 100.0,
         )
         try:
             recorder.start()

@@ -81,7 +81,9 @@ class ThreadSampler:
 
     Two uses: a capture's window profile (``ring=False``: stops after ``max_samples``, then
     :meth:`session`), and the flight recorder (``ring=True``: runs for ever, keeping the last
-    ``max_samples`` passes, and :meth:`snapshot` gives the seconds before a trigger). ``skip``
+    ``max_samples`` passes, and :meth:`snapshot` gives the seconds before a trigger). With a
+    ``cpu_budget`` (a fraction of one core) it samples less often when a pass, with its
+    wake-up, costs more than that share of the interval. ``skip``
     leaves threads out (autoprof's own, by default). Sessions render with pyinstrument's
     renderers like any other profile.
     """
@@ -96,8 +98,13 @@ class ThreadSampler:
         skip: Callable[[threading.Thread], bool] = lambda t: t.name.startswith("autoprof-"),
         description: str = "all threads",
         name: str = "autoprof-sampler",
+        cpu_budget: float | None = None,
     ) -> None:
         self.interval = interval
+        self.cpu_budget = cpu_budget
+        #: The interval actually kept: longer than ``interval`` when the budget asks for it.
+        self.effective_interval = interval
+        self._cost: float | None = None
         self.max_samples = max_samples
         self.ring = ring
         self.max_depth = max_depth
@@ -166,7 +173,10 @@ class ThreadSampler:
         own = threading.get_ident()
         last = time.perf_counter()
         cpu_before: dict[int, float] = {}
-        while not self._stop.wait(self.interval):
+        cpu_mark = time.thread_time()
+        while not self._stop.wait(self.effective_interval):
+            if self.cpu_budget is not None:
+                cpu_mark = self._govern(cpu_mark)
             if not self.ring and self.samples >= self.max_samples:
                 return
             now = time.perf_counter()
@@ -211,6 +221,16 @@ class ThreadSampler:
             del self._roots[gone]
         return records
 
+    def _govern(self, cpu_mark: float) -> float:
+        # The CPU of a whole cycle (waking, taking the GIL, the pass) against the budget: with
+        # many threads or busy ones, sample less often rather than cost more.
+        assert self.cpu_budget is not None
+        now = time.thread_time()
+        cost = now - cpu_mark
+        self._cost = cost if self._cost is None else 0.8 * self._cost + 0.2 * cost
+        self.effective_interval = max(self.interval, self._cost / self.cpu_budget)
+        return now
+
     def info(self) -> dict[str, Any]:
         """What the manifest says about this sampler."""
         return {
@@ -218,6 +238,8 @@ class ThreadSampler:
             "samples": self.samples,
             "kept": len(self._ticks),
             "ring": self.ring,
+            "effective_interval": self.effective_interval,
+            "cpu_budget": self.cpu_budget,
             "failures": self.failures,
             "last_failure": self.last_failure,
         }

@@ -37,8 +37,9 @@ CAPTURE_OPTIONS: dict[str, Any] = {
 the request path; rendering runs on autoprof's writer thread for N (5) requests per capture."""
 
 RECORDER_OPTIONS: dict[str, Any] = {"flight_recorder": 30.0}
-"""The flight recorder as it would be turned on: the last 30 s of every thread's stacks, kept
-at its default interval (0.1 s); nothing else differs from autoprof idle."""
+"""The flight recorder as it runs by default: the last 30 s of every thread's stacks, at most
+every 0.1 s and within 0.5 % of a core. The other in-process configurations turn it off, so that
+its row shows what it adds."""
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,8 @@ def make_autoprof(config: Config, dump_dir: str | None, *, from_env: bool = Fals
         options["dump_dir"] = dump_dir
     if config is RECORDER:
         options.update(RECORDER_OPTIONS)
+    elif not from_env:
+        options["flight_recorder"] = 0.0
     if config in (UNPROFILED, PROFILED):
         options.update(CAPTURE_OPTIONS, requests=1 if config is UNPROFILED else 10**9)
     return AutoProf.from_env(**options) if from_env else AutoProf(**options)

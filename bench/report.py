@@ -115,12 +115,12 @@ def targets(results: dict[str, Any]) -> list[Target]:
                           higher=False, unit=" %", fmt=".3f"))
     rec = sections.get("recorder")
     if rec is not None:
-        measured = (f" (measured: {rec['core_pct']:.3f} % at {_rate(rec):.1f} passes/s)"
-                    if _finite(rec.get("core_pct")) else "")
-        out.append(_judge(f"flight recorder CPU ({1 / rec['interval']:g} Hz, "
-                          f"{rec['threads']} threads)", "% of one core",
-                          rec.get("core_pct_nominal"), RECORDER_CORE_PCT,
-                          higher=False, unit=" %", fmt=".3f", context=measured))
+        nominal = (f" ({rec['core_pct_nominal']:.3f} % if it kept {1 / rec['interval']:g} "
+                   f"passes/s; it made {_rate(rec):.1f})"
+                   if _finite(rec.get("core_pct_nominal")) else "")
+        out.append(_judge(f"flight recorder CPU (default settings, {rec['threads']} threads)",
+                          "% of one core", rec.get("core_pct"), RECORDER_CORE_PCT,
+                          higher=False, unit=" %", fmt=".3f", context=nominal))
     for item in sections.get("detection", {}).get("summary", []):
         worst = item.get("dump_intervals_max") if not item.get("failed") else None
         out.append(_judge("first dump after a spike (worst run)",

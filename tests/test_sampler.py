@@ -98,3 +98,24 @@ def test_flight_recorder_keeps_the_seconds_before_a_trigger_in_a_bounded_ring():
     finally:
         recorder.session()
     assert not recorder.alive
+
+
+def test_a_cpu_budget_slows_the_sampler_instead_of_costing_more():
+    stop = threading.Event()
+    busy = threading.Thread(target=hot_loop_in_worker, args=(stop,), name="busy-worker")
+    busy.start()
+    sampler = ThreadSampler(interval=0.001, ring=True, max_samples=1000, cpu_budget=0.002)
+    free = ThreadSampler(interval=0.001, ring=True, max_samples=1000)
+    try:
+        sampler.start()
+        free.start()
+        time.sleep(0.6)
+    finally:
+        sampler.stop_soon()
+        free.stop_soon()
+        stop.set()
+        busy.join()
+    # A pass among a busy thread costs tens of microseconds: 0.2 % of a core allows one every
+    # few tens of milliseconds, not one per millisecond.
+    assert sampler.info()["effective_interval"] > 0.005
+    assert 0 < sampler.samples < free.samples / 3

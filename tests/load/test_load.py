@@ -102,8 +102,13 @@ def test_load_with_captures_opening_every_cooldown(launch: Launch, tmp_path: Pat
     assert 1 <= len(captures) <= 8
     for capture in captures:
         manifest = json.loads((capture / f"{capture.name}_manifest.json").read_text())
-        assert manifest["trigger"]["metric"] == "inflight"
+        # The in-flight rule fires every cooldown; the default latency, error-rate (a fifth of
+        # the requests fail) and loop-lag rules may fire too, and then profile their routes.
+        assert manifest["trigger"]["metric"] in {"inflight", "latency", "error_rate", "loop_lag"}
         assert {r["status"] for r in manifest["requests"]} <= {200, 500}
+        wanted = manifest["profiled_routes"]
+        if wanted is not None:
+            assert {f"{r['method']} {r['route']}" for r in manifest["requests"]} <= set(wanted)
         for name in manifest["files"]:
             assert (capture / name).is_file()
     assert "Traceback" not in server.log()
