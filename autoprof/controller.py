@@ -16,7 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from autoprof.breaker import CircuitBreaker
-from autoprof.capture import Capture, ProfiledRequest
+from autoprof.capture import Capture, ProfiledRequest, versions
 from autoprof.config import ConfigError, Settings
 from autoprof.errors import ErrorLog
 from autoprof.loopwatch import LoopWatchdog
@@ -185,6 +185,8 @@ class AutoProf:
                 self.errors.record("start", exc)
             if self.settings.flight_recorder > 0:
                 self._start_recorder()
+            # Package versions take a scan of sys.path: not while a capture is being written.
+            self._worker.submit("capture.versions", versions)
 
     def _start_recorder(self) -> None:
         settings = self.settings

@@ -46,6 +46,7 @@ class AutoProfWSGIMiddleware:
         self.autoprof = AutoProf.for_adapter("AutoProfWSGIMiddleware", autoprof, options)
         #: The admin route, or None when it is off (then no path is intercepted).
         self.admin = AdminApp.for_controller(self.autoprof)
+        self._resolver: Resolver = self.resolve_route  # bound once, not per request
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         admin = self.admin
@@ -61,7 +62,7 @@ class AutoProfWSGIMiddleware:
         inflight = ap.inflight
         key = id(environ)
         log = ap.requests
-        tracker = _InFlight(inflight, key, environ, start_response, log, self.resolve_route)
+        tracker = _InFlight(inflight, key, environ, start_response, log, self._resolver)
         inflight[key] = (environ, tracker.started, get_ident())
         try:
             if ap.capture is not None:
