@@ -128,9 +128,10 @@ class Settings:
     each route's p95 in milliseconds, ``error_rate_rule`` the share of 5xx responses in percent
     and ``loop_lag_rule`` the event loop's worst lag in milliseconds, each over one
     ``collect_interval``; intervals with fewer than ``rule_min_requests`` requests (of that route,
-    for latency) are not judged. No capture opens while the process CPU is above ``cpu_max``
-    (percent, ``None`` for no ceiling), nor beyond ``captures_per_window`` rule-opened captures
-    in any ``captures_window`` seconds. ``heap_growth`` applies
+    for latency) are not judged. While the process CPU is above ``cpu_max`` (percent, ``None``
+    for no ceiling) a capture keeps to the cheap evidence (thread stacks, the all-threads
+    profile) and profiles no request; no more than ``captures_per_window`` rule-opened captures
+    open in any ``captures_window`` seconds. ``heap_growth`` applies
     to captures opened by the memory rule: tracemalloc slows allocation-heavy code several
     times over, which would distort the CPU profiles of other captures. The ``admin_*``
     options turn on and guard the admin route (:mod:`autoprof.admin`); ``admin=True`` needs

@@ -184,6 +184,24 @@ def wait_with_traffic(
     return capture
 
 
+def break_under_traffic(
+    server: Server, traffic: Traffic, break_path: str
+) -> tuple[CaptureDir, float]:
+    """Warm up under ``traffic``, break a route (``POST break_path``), and wait for the
+    error-rate capture; returns it and when the route broke."""
+
+    def error_capture(c: CaptureDir) -> bool:
+        return c.metric == "error_rate"
+
+    with traffic.running():
+        server.warm_up()
+        assert server.captures() == []
+        broke_at = time.time()
+        assert server.client.post(break_path).status_code == 200
+        capture = wait_with_traffic(server, traffic, error_capture, timeout=25)
+    return capture, broke_at
+
+
 # -- 1. CPU in the threadpool -----------------------------------------------------------------
 
 
@@ -191,7 +209,7 @@ def test_cpu_hot_loop_in_a_sync_endpoint_is_named_by_the_all_threads_profile(
     serve: Serve,
 ) -> None:
     # cpu_max off: with one CPU to use, the hot loop alone is ~100 % of it, above the default
-    # ceiling (95 %) over which no capture opens.
+    # ceiling (95 %) over which a capture profiles no request.
     server = serve(APP, **only_rule("cpu", "min=5,diff=25", AUTOPROF_CPU_MAX="off"))
     server.warm_up()
 
@@ -385,16 +403,7 @@ def test_unhandled_exception_route_is_profiled_and_its_traceback_kept(
     )
     orders = [lambda n, k=k: f"/orders/{k * 1000 + n}" for k in range(2)]
     traffic = Traffic(server.base_url, [*orders, lambda n: "/health"])
-
-    def error_capture(c: CaptureDir) -> bool:
-        return c.metric == "error_rate"
-
-    with traffic.running():
-        server.warm_up()
-        assert server.captures() == []
-        broke_at = time.time()
-        assert server.client.post("/orders/break").status_code == 200
-        capture = wait_with_traffic(server, traffic, error_capture, timeout=25)
+    capture, broke_at = break_under_traffic(server, traffic, "/orders/break")
     # uvicorn drops a keep-alive connection after an exception escaped the app: a request
     # sent on it meanwhile fails (with or without autoprof). Other routes are unaffected.
     assert not [f for f in traffic.failures if "/orders/" not in f], traffic.failures[:5]
@@ -445,15 +454,7 @@ def test_explicit_503_route_is_profiled(serve: Serve) -> None:
     )
     payments = [lambda n, k=k: f"/payments/{k * 1000 + n}" for k in range(2)]
     traffic = Traffic(server.base_url, [*payments, lambda n: "/health"])
-
-    def error_capture(c: CaptureDir) -> bool:
-        return c.metric == "error_rate"
-
-    with traffic.running():
-        server.warm_up()
-        assert server.captures() == []
-        assert server.client.post("/payments/break").status_code == 200
-        capture = wait_with_traffic(server, traffic, error_capture, timeout=25)
+    capture, _ = break_under_traffic(server, traffic, "/payments/break")
     assert not traffic.failures, traffic.failures[:5]
     manifest = capture.manifest
     assert manifest["trigger"]["detail"]["routes"] == ["GET /payments/{payment_id}"]
