@@ -35,6 +35,7 @@ from autoprof import (
 from autoprof.admin import AdminRequest, files
 from autoprof.admin.timeline import Mark, timeline_svg
 from autoprof.metrics import Sample
+from autoprof.traffic import TrafficInterval
 
 TOKEN = "test-admin-token-0123456789abcdef"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -596,8 +597,10 @@ def test_status_page_with_svg_timeline_and_json(clients, kind):
     monitor = ap.monitor
     assert monitor is not None
     now = time.time()
-    for i, cpu in enumerate([10.0, 12.0, 11.0, 95.0, 20.0]):
+    for i, cpu in enumerate([10.0, 12.0, 11.0, 95.0]):
         monitor.observe(Sample(now - 10 + i, cpu, 30.0 + i, 2**28, 0, 4))
+    traffic = TrafficInterval(requests=8, errors=2)
+    monitor.observe(Sample(now - 6, 20.0, 34.0, 2**28, 0, 4), traffic, (0.0421, None))
     info = write_capture(ap.store, created=now - 7)
     page = client.get("/_autoprof/status", headers=AUTH)
     assert page.status == 200
@@ -609,6 +612,8 @@ def test_status_page_with_svg_timeline_and_json(clients, kind):
     assert text.count('<g class="trigger">') == 2  # the rule's capture (open) and the written one
     assert f"{info.id}: cpu (diff)" in text
     assert "Capture now" in text
+    assert "8, 25.0 % 5xx" in text  # the last interval's requests
+    assert "42.1 ms" in text  # the event loop's worst lag
     assert 'action="/_autoprof/trigger"' in text
     assert "<script" not in text
 

@@ -255,6 +255,12 @@ def status_page(
                    f"{limits.get('mem_source')})" if limits else "")),
             ("threads", esc(sample.get("threads"))),
             ("requests in flight", esc(status.get("inflight"))),
+            ("requests in the last interval", esc(sample.get("requests"))
+             + esc(f", {num(sample.get('error_rate'))} % 5xx"
+                   if sample.get("error_rate") is not None else "")),
+            ("routes tracked for latency", esc(status.get("routes_tracked"))),
+            ("event-loop lag, worst in the interval",
+             esc(num(sample.get("loop_lag"), 1, " ms") or "not watched")),
             ("sampled at", esc(when(sample.get("time")))),
         ]
     )
