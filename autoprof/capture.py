@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.metadata
+import json
 import re
 import socket
 import sys
@@ -350,17 +351,35 @@ class Capture:
     def _render(
         self, kind: str, session: Any, record: RequestRecord | None = None
     ) -> dict[str, str]:
-        """Render a session in every configured format; returns {format: file name}."""
-        files = {}
+        """Render a session in every configured format; returns {format: file name}.
+
+        The formats are written together (one lock, one check of the caps); if that fails,
+        one by one, so that each failure is told apart."""
+        rendered: list[tuple[str, bytes]] = []
         for fmt in self.settings.profile_formats:
             try:
-                name = self.writer.write_text(kind, extension(fmt), render_session(session, fmt))
+                text = render_session(session, fmt)
             except Exception as exc:
                 self.problem(f"render.{fmt}", exc, record)
                 continue
-            if name is not None:
-                files[fmt] = name
-        return files
+            rendered.append((fmt, text.encode("utf-8", "backslashreplace")))
+        try:
+            names = self.writer.write_many([(kind, extension(f), data) for f, data in rendered])
+        except Exception:
+            names = [self._write_one(kind, fmt, data, record) for fmt, data in rendered]
+        return {fmt: name for (fmt, _), name in zip(rendered, names, strict=True) if name}
+
+    def _write_one(
+        self, kind: str, fmt: str, data: bytes, record: RequestRecord | None
+    ) -> str | None:
+        name = self.writer.file_name(kind, extension(fmt))
+        if name in self.writer.written:  # it landed before the batch failed
+            return name
+        try:
+            return self.writer.write_bytes(kind, extension(fmt), data)
+        except Exception as exc:
+            self.problem(f"render.{fmt}", exc, record)
+            return None
 
     def finalize(self) -> None:
         """Write heap, stacks and manifest and make the capture visible (worker thread)."""
@@ -401,15 +420,21 @@ class Capture:
         for kind, session in self.profiles.items():
             if session is not None:
                 self.profile_files[kind] = self._render(kind, session)
+        reports: list[tuple[str, str, str]] = []
         if self.census is not None or growth is not None:
-            writer.write_text("heap", "txt", heap.render_heap_text(self.census, growth))
-            writer.write_json("heap", {"census": self.census, "growth": growth})
+            reports.append(("heap", "txt", heap.render_heap_text(self.census, growth)))
+            reports.append(("heap", "json", json.dumps(
+                {"census": self.census, "growth": growth}, indent=2, default=str
+            )))
         if self.thread_stacks is not None:
-            writer.write_text("threads", "txt", stacks.render_thread_stacks(self.thread_stacks))
+            reports.append(("threads", "txt", stacks.render_thread_stacks(self.thread_stacks)))
         if self.loop_block is not None:
-            writer.write_text("loop-stack", "txt", self.loop_block.render_text())
+            reports.append(("loop-stack", "txt", self.loop_block.render_text()))
         if self.exceptions:
-            writer.write_text("exceptions", "txt", render_exceptions(self.exceptions))
+            reports.append(("exceptions", "txt", render_exceptions(self.exceptions)))
+        writer.write_many(
+            [(kind, ext, text.encode("utf-8", "backslashreplace")) for kind, ext, text in reports]
+        )
 
     def _take_loop_block(self) -> None:
         if self._loop_block_final is not None:  # the block may have ended since the trigger

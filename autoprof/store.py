@@ -24,7 +24,6 @@ import re
 import secrets
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -183,14 +182,21 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_atomic(directory: Path, name: str, data: bytes) -> None:
-    """Write ``directory/name`` (0600) via a fsynced temp file and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP)
+    """Write ``directory/name`` (0600) via a fsynced temp file and ``os.replace``.
+
+    Plain ``os`` calls, as few as it takes: each one lets the GIL go, and while the app burns
+    CPU, getting it back costs up to a switch interval."""
+    tmp = directory / f"{_TMP}{secrets.token_hex(8)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, directory / name)  # mkstemp made it 0600
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, directory / name)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -233,10 +239,12 @@ class DumpStore:
         self.directory = Path(os.path.abspath(os.fspath(directory)))
         self.max_bytes = _positive_int(max_bytes, "max_bytes")
         self.max_captures = _positive_int(max_captures, "max_captures")
-        #: (id, device, inode) of a complete capture -> (files, bytes). A capture never changes
+        #: (id, inode) of a complete capture -> (files, bytes). A capture never changes
         #: once it has appeared (it is only ever deleted whole), so each is read once, not at
         #: every write: with 50 captures, re-reading them all cost 45 ms per file written.
-        self._scanned: dict[tuple[str, int, int], tuple[list[str], int]] = {}
+        self._scanned: dict[tuple[str, int], tuple[list[str], int]] = {}
+        #: Inode of each capture directory at the last listing (scandir tells it, no stat).
+        self._inodes: dict[str, int] = {}
         self._prepare_directory()
 
     def _prepare_directory(self) -> None:
@@ -347,6 +355,7 @@ class DumpStore:
     def _capture_ids(self) -> list[str]:
         """Names of complete-looking capture directories, newest first."""
         ids: list[str] = []
+        inodes: dict[str, int] = {}
         with os.scandir(self.directory) as entries:
             for entry in entries:
                 name = entry.name
@@ -355,10 +364,15 @@ class DumpStore:
                 try:
                     if not entry.is_dir(follow_symlinks=False):
                         continue
+                    inode = entry.inode()
                 except OSError:
                     continue
-                if _is_regular(Path(entry.path) / f"{name}_{MANIFEST_KIND}.json"):
+                if (name, inode) in self._scanned or _is_regular(
+                    Path(entry.path) / f"{name}_{MANIFEST_KIND}.json"
+                ):
                     ids.append(name)
+                    inodes[name] = inode
+        self._inodes = inodes
         ids.sort(key=_order_key, reverse=True)
         return ids
 
@@ -371,11 +385,13 @@ class DumpStore:
         except ValueError:
             return None
         path = self.directory / capture_id
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        key = (capture_id, st.st_dev, st.st_ino)
+        inode = self._inodes.get(capture_id)
+        if inode is None:
+            try:
+                inode = os.lstat(path).st_ino
+            except FileNotFoundError:
+                return None
+        key = (capture_id, inode)
         scanned = self._scanned.get(key)
         if scanned is None:
             scanned = _scan_capture(path)
@@ -480,13 +496,16 @@ class DumpStore:
                         total += entry.stat(follow_symlinks=False).st_size
         return total
 
-    def _write_within_caps(self, writer: CaptureWriter, name: str, data: bytes, *,
+    def _write_within_caps(self, writer: CaptureWriter, files: list[tuple[str, bytes]], *,
                            room: int) -> bool:
-        """Write one staging file if ``room`` bytes fit, making room first; False if not."""
+        """Write staging files if ``room`` bytes fit, making room first (once for them all);
+        False, and nothing written, if not."""
         with self._locked():
             if not self._make_room(room, new_capture=False, writer=writer):
                 return False
-            _write_atomic(writer.staging, name, data)
+            for name, data in files:
+                _write_atomic(writer.staging, name, data)
+                writer.landed(name, len(data))
         return True
 
     def _publish(self, writer: CaptureWriter, name: str, manifest: bytes) -> None:
@@ -569,22 +588,45 @@ class CaptureWriter:
 
         OSErrors propagate and leave no temp file behind.
         """
-        name = self.file_name(kind, ext)
-        if kind == MANIFEST_KIND:
-            raise ValueError(f"kind {kind!r} is reserved for the manifest written by commit()")
+        return self.write_many([(kind, ext, data)])[0]
+
+    def write_many(self, files: list[tuple[str, str, bytes]]) -> list[str | None]:
+        """Write several files (``(kind, ext, data)``) as :meth:`write_bytes` would, under one
+        lock and one check of the caps when they all fit; their names, None for each skipped.
+        """
         self._check_open()
-        if name in self.written:
-            raise ValueError(f"{name} was already written in this capture")
+        named: list[tuple[str, str, bytes]] = []
+        for kind, ext, data in files:
+            name = self.file_name(kind, ext)
+            if kind == MANIFEST_KIND:
+                raise ValueError(f"kind {kind!r} is reserved for the manifest written by commit()")
+            if name in self.written or any(name == n for _, n, _ in named):
+                raise ValueError(f"{name} was already written in this capture")
+            named.append((kind, name, data))
         # Room is kept for the manifest, which commit() writes last and cannot skip.
-        room = len(data) + min(MANIFEST_ROOM, self.store.max_bytes // 8)
-        if room > self.store.max_bytes or not self.store._write_within_caps(
-            self, name, data, room=room
+        manifest_room = min(MANIFEST_ROOM, self.store.max_bytes // 8)
+        total = sum(len(data) for _, _, data in named) + manifest_room
+        if len(named) > 1 and total <= self.store.max_bytes and self.store._write_within_caps(
+            self, [(name, data) for _, name, data in named], room=total
         ):
-            self.skipped.append(kind)
-            return None
-        self._bytes += len(data)
+            return [name for _, name, _ in named]
+        found: list[str | None] = []
+        for kind, name, data in named:  # one by one: each file that fits is kept
+            room = len(data) + manifest_room
+            if room > self.store.max_bytes or not self.store._write_within_caps(
+                self, [(name, data)], room=room
+            ):
+                self.skipped.append(kind)
+                found.append(None)
+                continue
+            found.append(name)
+        return found
+
+    def landed(self, name: str, size: int) -> None:
+        """File ``name`` (``size`` bytes) is complete in the staging directory (the store calls
+        this as each file lands, so that a failure halfway leaves the record right)."""
         self.written.append(name)
-        return name
+        self._bytes += size
 
     def commit(self, manifest: dict[str, Any]) -> CaptureInfo:
         """Write the manifest, enforce retention, and make the capture visible.

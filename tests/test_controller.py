@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from autoprof import AutoProf, AutoProfWSGIMiddleware, Rule
+from autoprof import store as store_module
 from autoprof.metrics import Sample
-from autoprof.store import CaptureWriter
 from tests.conftest import only_capture, read_file
 from tests.test_wsgi import call, environ
 
@@ -159,12 +159,12 @@ def test_dump_dir_gone_at_run_time_never_reaches_the_app(make_autoprof):
 def test_disk_full_while_writing_loses_nothing_visible_and_recovers(make_autoprof, monkeypatch):
     ap = make_autoprof(requests=1)
     app = AutoProfWSGIMiddleware(alloc_app, autoprof=ap)
-    real_write = CaptureWriter.write_text
+    real_write = store_module._write_atomic
 
-    def full(self: CaptureWriter, *args: Any, **kwargs: Any) -> Any:
+    def full(*args: Any, **kwargs: Any) -> Any:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(CaptureWriter, "write_text", full)
+    monkeypatch.setattr(store_module, "_write_atomic", full)
     ap.trigger()
     serve(app, 1)
     assert ap.flush(timeout=30)
@@ -174,7 +174,7 @@ def test_disk_full_while_writing_loses_nothing_visible_and_recovers(make_autopro
     assert ap.store.captures() == []
     assert [p.name for p in ap.store.directory.iterdir() if p.name != ".lock"] == []
 
-    monkeypatch.setattr(CaptureWriter, "write_text", real_write)
+    monkeypatch.setattr(store_module, "_write_atomic", real_write)
     ap.trigger()
     serve(app, 1)
     info, manifest = only_capture(ap)

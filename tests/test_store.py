@@ -251,6 +251,44 @@ def test_failed_write_leaves_no_temp_file(
     assert info.files == tuple(sorted([name, f"{writer.id}_manifest.json"]))
 
 
+def test_write_many_writes_together_and_keeps_what_landed_when_one_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DumpStore(tmp_path)
+    writer = store.begin(metric="cpu", reason="diff")
+    names = writer.write_many([("request-1", "html", b"a" * 10), ("request-1", "txt", b"b")])
+    assert names == [f"{writer.id}_request-1.html", f"{writer.id}_request-1.txt"]
+    assert writer.size == 11
+
+    real_replace = os.replace
+    calls = []
+
+    def second_fails(src: Any, dst: Any) -> None:
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", second_fails)
+        with pytest.raises(OSError, match="No space"):
+            writer.write_many([("heap", "txt", b"c" * 5), ("heap", "json", b"{}")])
+    assert writer.written[-1] == f"{writer.id}_heap.txt"  # the one that landed is on record
+    assert writer.size == 16
+    assert sorted(os.listdir(writer.staging)) == sorted(writer.written)  # no temp file left
+    info = writer.commit({})
+    assert len(info.files) == 4
+
+
+def test_write_many_that_does_not_fit_keeps_the_files_that_do(tmp_path: Path) -> None:
+    store = DumpStore(tmp_path, max_bytes=2**16)
+    writer = store.begin(metric="cpu", reason="diff")
+    room = 2**16 - 2**16 // 8  # what a file may take beside the manifest's reserve
+    names = writer.write_many([("small", "txt", b"s" * 100), ("big", "txt", b"b" * room)])
+    assert names == [f"{writer.id}_small.txt", None]
+    assert writer.skipped == ["big"]
+
+
 def test_failed_commit_leaves_nothing_visible(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
