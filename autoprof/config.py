@@ -188,7 +188,6 @@ class Settings:
             "flight_recorder_interval",
             "loop_check_interval",
             "captures_window",
-            "flight_recorder_budget",
         ):
             value = getattr(self, name)
             _check(_is_number(value) and value > 0, f"{name} must be seconds > 0, got {value!r}")
@@ -203,6 +202,11 @@ class Settings:
                 f"{name} must be a whole number >= 1, got {value!r}",
             )
         _check(self.max_bytes >= 2**16, f"max_bytes must be at least 64 KiB, got {self.max_bytes}")
+        _check(
+            _is_number(self.flight_recorder_budget) and self.flight_recorder_budget > 0,
+            "flight_recorder_budget must be a percentage of one core > 0, got "
+            f"{self.flight_recorder_budget!r}",
+        )
         _check(
             self.cpu_max is None or (_is_number(self.cpu_max) and self.cpu_max > 0),
             f"cpu_max must be a percentage > 0 or None (no ceiling), got {self.cpu_max!r}",
@@ -355,7 +359,11 @@ def _parse_value(name: str, type_name: str, raw: Any) -> Any:
     if name == "max_bytes":
         return parse_size(raw)
     if name == "cpu_max":
-        return None if raw.strip().lower() in (*_FALSE[1:], "none", "") else _number(raw)
+        if raw.strip().lower() in (*_FALSE[1:], "none", ""):
+            return None
+        return _number(raw.strip().removesuffix("%"))
+    if name == "flight_recorder_budget":
+        return _number(raw.strip().removesuffix("%"))
     if type_name == "int":
         try:
             return int(raw)

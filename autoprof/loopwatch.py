@@ -220,7 +220,6 @@ class LoopWatchdog:
         self._interval_lag = 0.0
         self._worst: BlockEvent | None = None  # worst finished event since take_interval
         self._event: BlockEvent | None = None  # the ongoing one
-        self._last_event: BlockEvent | None = None
         self._recent: deque[BlockEvent] = deque(maxlen=RECENT_EVENTS)
         self._root = ""
         self._last_sample = 0.0
@@ -252,7 +251,7 @@ class LoopWatchdog:
     @property
     def last_event(self) -> BlockEvent | None:
         """The last finished block event."""
-        return self._last_event
+        return self._recent[-1] if self._recent else None
 
     def final(self, event: BlockEvent) -> BlockEvent:
         """The finished version of ``event`` if it was ongoing and has ended since, else it."""
@@ -397,7 +396,6 @@ class LoopWatchdog:
                 event.duration = lag
             event.ongoing = False
             self.events += 1
-            self._last_event = event
             self._recent.append(event)
             if self._worst is None or event.duration > self._worst.duration:
                 self._worst = event

@@ -153,3 +153,11 @@ def test_parsers():
     assert parse_size("100") == 100
     with pytest.raises(ConfigError):
         parse_size("lots")
+
+
+def test_percentages_from_the_environment():
+    s = Settings.from_env({"AUTOPROF_CPU_MAX": "90%", "AUTOPROF_FLIGHT_RECORDER_BUDGET": "0.2%"})
+    assert (s.cpu_max, s.flight_recorder_budget) == (90, 0.2)
+    assert Settings.from_env({"AUTOPROF_CPU_MAX": "off"}).cpu_max is None
+    with pytest.raises(ConfigError, match="flight_recorder_budget must be a percentage"):
+        Settings(flight_recorder_budget=0)
