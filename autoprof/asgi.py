@@ -127,7 +127,9 @@ class AutoProfMiddleware:
             await send(message)
 
         error: type[BaseException] | None = None
-        handle.start(async_mode="enabled", measure_cpu=False)
+        # follow_threads: a sync endpoint runs in anyio's threadpool, out of this profiler's
+        # sight; the capture's sampler puts that thread's stacks into this profile.
+        handle.start(async_mode="enabled", measure_cpu=False, follow_threads=True)
         try:
             await self.app(scope, receive, send_and_note_status)
         except BaseException as exc:

@@ -20,11 +20,24 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from autoprof.admin.http import AdminRequest
 
-METRICS = ("cpu", "mem", "inflight", "threads", "error_rate", "loop_lag")
+METRICS = ("cpu", "mem", "rss", "rss_growth", "inflight", "threads", "error_rate", "loop_lag")
 """Process-wide metrics, one rule each (``<metric>_rule``), judged every ``collect_interval``."""
+MEMORY_METRICS = ("mem", "rss", "rss_growth")
+"""Metrics about memory: captures they open (or join) trace allocations with tracemalloc."""
 ROUTE_METRICS = ("latency",)
 """Per-route metrics: one rule, judged for each route (path template) on its own history."""
-UNITS = {"cpu": "%", "mem": "%", "error_rate": "%", "latency": " ms", "loop_lag": " ms"}
+UNITS = {
+    "cpu": "%",
+    "mem": "%",
+    "rss": " MiB",
+    "rss_growth": "%",
+    "error_rate": "%",
+    "latency": " ms",
+    "loop_lag": " ms",
+}
+RSS_GROWTH_FLOOR_MIB = 32.0
+"""``rss_growth`` counts no growth smaller than this (MiB) over the settled baseline, so a small
+app filling its caches (30 -> 45 MB is +50 %) stays quiet."""
 PROFILE_FORMATS = ("html", "speedscope", "text")
 ENV_PREFIX = "AUTOPROF_"
 ADMIN_TOKEN_MIN = 16
@@ -64,53 +77,70 @@ class Rule:
     :param abs: fire whenever the value reaches this absolute level. ``None`` disables it.
     :param cooldown: seconds after a firing during which this rule stays quiet; ``None`` means
         the global ``cooldown`` setting.
+    :param rise: (keyword only) fire on a rise of this much, in the metric's own unit, over the
+        average of the window: ``Rule(min=0, diff=None, rise=200)`` on ``rss`` fires when the
+        RSS is 200 MiB above its recent average. ``None`` (the default) disables it.
 
     ``Rule(3, 25, 80)`` is the seed article's memory rule: floor 3 %, a 25 % jump over the
-    recent average, or 80 % of the memory limit.
+    recent average, or 80 % of the memory limit. The value that fires is
+    ``max(min, min(abs, avg * (1 + diff/100), avg + rise))`` over the tests that are set.
     """
 
     min: float = 0.0
     diff: float | None = 25.0
     abs: float | None = None
     cooldown: float | None = None
+    rise: float | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if not _is_number(self.min) or self.min < 0:
             raise ConfigError(f"Rule min must be a number >= 0, got {self.min!r}")
-        if self.diff is None and self.abs is None:
-            raise ConfigError("Rule needs diff or abs (or both): with neither it can never fire")
-        for name in ("diff", "abs", "cooldown"):
+        if self.diff is None and self.abs is None and self.rise is None:
+            raise ConfigError(
+                "Rule needs diff, abs or rise (any of them): with none it can never fire"
+            )
+        for name in ("diff", "abs", "cooldown", "rise"):
             value = getattr(self, name)
             if value is not None and (not _is_number(value) or value < 0):
                 raise ConfigError(f"Rule {name} must be a number >= 0 or None, got {value!r}")
 
     @classmethod
     def parse(cls, text: str) -> Rule | None:
-        """Parse ``"10,25,70"``, ``"min=10,diff=25,abs=70,cooldown=30"`` or ``"off"``.
+        """Parse ``"10,25,70"``, ``"min=10,diff=25,abs=70,cooldown=30"``, ``"rise=300"`` or
+        ``"off"``.
 
-        Positional parts are min, diff, abs, cooldown; ``-`` or ``none`` leaves a part unset.
+        Positional parts are min, diff, abs, cooldown; ``rise`` is given by name only (and
+        turns off the default diff unless diff is given too); ``-`` or ``none`` leaves a part
+        unset.
         """
         text = text.strip()
         if text.lower() in ("off", "none", "false", "0", "no", "disabled"):
             return None
         names = [f.name for f in fields(cls)]
+        positional = [f.name for f in fields(cls) if not f.kw_only]
         values: dict[str, float | None] = {}
         for position, part in enumerate(p.strip() for p in text.split(",")):
             name, sep, raw = part.partition("=")
             if not sep:
-                if position >= len(names):
+                if position >= len(positional):
                     raise ConfigError(f"too many parts in rule {text!r}: min,diff,abs,cooldown")
-                name, raw = names[position], part
+                name, raw = positional[position], part
             name = name.strip()
             if name not in names:
                 raise ConfigError(f"unknown rule part {name!r} in {text!r}; use {names}")
             values[name] = None if raw.strip().lower() in ("", "-", "none") else _number(raw)
+        if "rise" in values and "diff" not in values:
+            values["diff"] = None  # "rise=300" means a rise rule, not also a 25 % one
         rule = cls(**values)  # type: ignore[arg-type]
         return rule
 
 
 CPU_DEFAULT = Rule(min=10, diff=25, abs=70)
 MEM_DEFAULT = Rule(min=10, diff=25, abs=80)
+RSS_DEFAULT = Rule(min=0, diff=None, abs=None, rise=200)
+# rise 200 MiB, not 256: a one-off 256 MiB allocation must fire even when the window's average
+# sits a little above the RSS it started from (noise, a cache still filling).
+RSS_GROWTH_DEFAULT = Rule(min=0, diff=None, abs=50)
 LATENCY_DEFAULT = Rule(min=200, diff=100, abs=None)
 ERROR_RATE_DEFAULT = Rule(min=5, diff=100, abs=50)
 LOOP_LAG_DEFAULT = Rule(min=100, diff=200, abs=1000)
@@ -124,15 +154,21 @@ def _default_dump_dir() -> str:
 class Settings:
     """Everything autoprof can be told. All keyword-only; see README.md for the table.
 
-    Durations are seconds; rules are :class:`Rule` or ``None`` (off). ``latency_rule`` judges
+    Durations are seconds; rules are :class:`Rule` or ``None`` (off). ``mem_rule`` judges the
+    RSS in percent of the memory limit (a container's cgroup limit, else host RAM);
+    ``rss_rule`` the RSS in MiB (default: 200 MiB above the window's average, a one-off big
+    allocation); ``rss_growth_rule`` the RSS growth in percent over the process's own settled
+    baseline (the mean RSS of the ``window`` samples after the first ``window``; moved up to
+    the RSS of each firing acted on; growth under 32 MiB counts as none), which catches a
+    steady leak on a host without a memory limit. ``latency_rule`` judges
     each route's p95 in milliseconds, ``error_rate_rule`` the share of 5xx responses in percent
     and ``loop_lag_rule`` the event loop's worst lag in milliseconds, each over one
     ``collect_interval``; intervals with fewer than ``rule_min_requests`` requests (of that route,
     for latency) are not judged. While the process CPU is above ``cpu_max`` (percent, ``None``
     for no ceiling) a capture keeps to the cheap evidence (thread stacks, the all-threads
     profile) and profiles no request; no more than ``captures_per_window`` rule-opened captures
-    open in any ``captures_window`` seconds. ``heap_growth`` applies
-    to captures opened by the memory rule: tracemalloc slows allocation-heavy code several
+    open in any ``captures_window`` seconds. ``heap_growth`` applies to captures opened by a
+    memory rule (mem, rss, rss_growth): tracemalloc slows allocation-heavy code several
     times over, which would distort the CPU profiles of other captures. The ``admin_*``
     options turn on and guard the admin route (:mod:`autoprof.admin`); ``admin=True`` needs
     ``admin_token`` or ``admin_authorize``, and the token never appears in a repr or an error.
@@ -144,6 +180,8 @@ class Settings:
     cooldown: float = 60.0
     cpu_rule: Rule | None = CPU_DEFAULT
     mem_rule: Rule | None = MEM_DEFAULT
+    rss_rule: Rule | None = RSS_DEFAULT
+    rss_growth_rule: Rule | None = RSS_GROWTH_DEFAULT
     inflight_rule: Rule | None = None
     threads_rule: Rule | None = None
     latency_rule: Rule | None = LATENCY_DEFAULT

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
+from autoprof import heap
 from autoprof.breaker import CircuitBreaker
 from autoprof.capture import Capture, ProfiledRequest, versions
 from autoprof.config import ConfigError, Settings
@@ -30,9 +31,9 @@ from autoprof.traffic import RequestLog
 from autoprof.worker import BusyLog, Worker
 
 logger = logging.getLogger("autoprof")
+MAX_PENDING = 20
 
 _instances: weakref.WeakSet[AutoProf] = weakref.WeakSet()
-MAX_ALSO_FIRED = 20
 
 
 class AutoProf:
@@ -80,6 +81,8 @@ class AutoProf:
         #: The ASGI adapter has handed over its event loop (or there is none to watch).
         self.loop_watched = False
         self._opened: deque[float] = deque()
+        #: Firings that found a capture closing: they open their own as soon as it has.
+        self._pending: list[tuple[Trigger, Sample | None, dict[str, Any]]] = []
         #: Rule firings that opened no capture, by why: rate_limit, breaker.
         self.skipped: dict[str, int] = {"rate_limit": 0, "breaker": 0}
         #: Captures opened above ``cpu_max``: evidence only, no request profiled, no census.
@@ -91,6 +94,11 @@ class AutoProf:
         #: caused are not judged as the app's.
         self.busy = BusyLog()
         self.self_inflicted_stalls = 0
+        #: The census the next capture's is compared with (see :meth:`set_census_baseline`).
+        self.census_baseline: heap.CensusBaseline | None = None
+        self._warm_up_census_due = True
+        #: Late pings while the loop sat idle in its selector (the host did not schedule us).
+        self.scheduling_stalls = 0
         self._worker = Worker(self.errors, busy=self.busy)
         self._lock = threading.Lock()
         _instances.add(self)
@@ -243,6 +251,9 @@ class AutoProf:
             if self.busy.overlap(start, start + event.duration) >= 0.5 * event.duration:
                 self.self_inflicted_stalls += 1  # our own GIL-holding work: not judged
                 return None
+            if event.loop_idle:
+                self.scheduling_stalls += 1  # the loop was waiting for I/O: not judged
+                return None
         return lag, event
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -272,6 +283,9 @@ class AutoProf:
         if tracker is not None and tracker.owns_tracing and tracemalloc.is_tracing():
             tracemalloc.stop()
         self.capture = None
+        self._pending = []
+        self.census_baseline = None
+        self._warm_up_census_due = True
         self.inflight.clear()
         self._monitor = None
         self._recorder = None
@@ -324,11 +338,14 @@ class AutoProf:
 
     def _on_triggers(
         self, triggers: list[Trigger], sample: Sample, evidence: dict[str, Any]
-    ) -> bool:
-        """Open a capture for the rules that fired. True if they were acted on (a capture
-        opened); False if they were folded into an open one or skipped (capture budget,
-        breaker): their rules may fire again at the next sample."""
-        return self._open(triggers, sample, evidence=evidence) is not None
+    ) -> list[bool]:
+        """Act on the rules that fired: open a capture, or add them and their evidence to the
+        one already open. For each trigger, whether it was acted on; one that was not
+        (capture budget, breaker, or waiting for the open capture to close) keeps out of its
+        rule's rolling window and fires again at the next sample."""
+        acted: dict[int, bool] = {}
+        self._open(triggers, sample, evidence=evidence, acted=acted)
+        return [acted.get(id(t), False) for t in triggers]
 
     def _on_sample(self, sample: Sample) -> None:
         # Above cpu_max an open capture profiles no new request (it stays open, bounded by
@@ -337,6 +354,36 @@ class AutoProf:
         if capture is not None:
             cpu_max = self.settings.cpu_max
             capture.pause(cpu_max is not None and sample.cpu > cpu_max)
+        elif self._warm_up_census_due:
+            self._warm_up_census(sample)
+
+    def _warm_up_census(self, sample: Sample) -> None:
+        # Once, at the first sample after the rules' warm-up (on the monitor thread, off the
+        # requests' path): the census every capture's is compared with until one replaces it.
+        monitor, settings = self._monitor, self.settings
+        if not settings.heap_census or self.census_baseline is not None:
+            self._warm_up_census_due = False
+            return
+        if monitor is None or len(monitor.history) <= settings.window:
+            return
+        if settings.cpu_max is not None and sample.cpu > settings.cpu_max:
+            return  # a gc walk holds the GIL: at a later sample
+        self._warm_up_census_due = False
+        try:
+            with self.busy.busy():
+                census = heap.object_census(largest=0)
+        except Exception as exc:
+            self.errors.record("heap.census", exc)
+            return
+        self.set_census_baseline(census, "warm-up")
+
+    def set_census_baseline(self, census: dict[str, Any], label: str) -> None:
+        """Compare the censuses of the next captures with ``census`` (``label``: "warm-up",
+        "capture <id>"): their heap reports say which types grew since."""
+        at = census.get("taken_at")
+        self.census_baseline = heap.CensusBaseline(
+            census, at if isinstance(at, float) else time.time(), label
+        )
 
     def _skip(self, why: str, triggers: list[Trigger], message: str) -> None:
         self.skipped[why] += 1
@@ -357,11 +404,28 @@ class AutoProf:
     def _on_tick(self, now: float) -> float | None:
         capture = self.capture
         if capture is None:
-            return None
-        if now >= capture.deadline:
-            capture.close("deadline")
-            return None
-        return capture.deadline
+            if not self._pending:
+                return None
+            self._open_pending()
+            capture = self.capture
+            if capture is None:
+                return None
+        return capture.tick(now)
+
+    def _open_pending(self) -> None:
+        # Rules that fired while the last capture was closing get their own capture now.
+        pending, self._pending = self._pending, []
+        triggers = [trigger for trigger, _, _ in pending]
+        evidence: dict[str, Any] = {}
+        for _, _, found in pending:
+            evidence.update(found)
+        acted: dict[int, bool] = {}
+        self._open(triggers, pending[-1][1], evidence=evidence, acted=acted)
+        monitor = self._monitor
+        if monitor is not None:
+            for trigger in triggers:
+                if acted.get(id(trigger)):
+                    monitor.settle(trigger, True)
 
     def _open(
         self,
@@ -370,15 +434,17 @@ class AutoProf:
         *,
         reason: str | None = None,
         evidence: dict[str, Any] | None = None,
+        acted: dict[int, bool] | None = None,
     ) -> Capture | None:
+        """Open a capture for ``triggers``; if one is open, they join it. ``acted`` gets,
+        by id of each trigger, whether it was acted on."""
         if not self.settings.enabled:
             return None
+        evidence = evidence or {}
+        acted = {} if acted is None else acted
         with self._lock:
             if self.capture is not None:
-                also = self.capture.also_fired
-                also.extend(triggers[: max(0, MAX_ALSO_FIRED - len(also))])
-                logger.debug("autoprof: rules fired during capture %s: %s", self.capture.id,
-                             "; ".join(t.describe() for t in triggers))
+                self._join(self.capture, triggers, sample, evidence, acted)
                 return None
             first = triggers[0]
             now = time.monotonic()
@@ -403,10 +469,8 @@ class AutoProf:
                 _log_triggers(triggers, "no capture: the dump store failed")
                 return None
             monitor = self._monitor
-            evidence = evidence or {}
             traffic = evidence.get("traffic")
             settings = self.settings
-            requests = self.requests
             capture = Capture(
                 triggers,
                 settings=self.settings,
@@ -428,9 +492,7 @@ class AutoProf:
                 recorder=self._recorder,
                 loop_block=evidence.get("loop_block"),
                 loop_block_final=self._loopwatch.final if self._loopwatch is not None else None,
-                exceptions=requests.recent_exceptions(
-                    time.time() - settings.window * settings.collect_interval
-                ) if requests is not None else None,
+                exceptions=self._recent_exceptions(),
             )
             cpu = sample.cpu if sample is not None else 0.0
             overloaded = settings.cpu_max is not None and cpu > settings.cpu_max
@@ -443,6 +505,7 @@ class AutoProf:
             self._skipping = None
             if not manual:
                 self._opened.append(now)
+            acted.update((id(t), True) for t in triggers)
         with self.busy.busy():
             capture.take_census(skip=overloaded)
         which = f" of {', '.join(capture.routes.keys)}" if capture.routes is not None else ""
@@ -456,6 +519,49 @@ class AutoProf:
             f"{self.store.directory}",
         )
         return capture
+
+    def _recent_exceptions(self) -> list[dict[str, Any]] | None:
+        requests, settings = self.requests, self.settings
+        if requests is None:
+            return None
+        return requests.recent_exceptions(
+            time.time() - settings.window * settings.collect_interval
+        )
+
+    def _join(
+        self,
+        capture: Capture,
+        triggers: list[Trigger],
+        sample: Sample | None,
+        evidence: dict[str, Any],
+        acted: dict[int, bool],
+    ) -> None:
+        # Called with the lock held: rules that fired while ``capture`` is open.
+        joined = []
+        for trigger in triggers:
+            if trigger.metric == "manual":
+                continue
+            try:
+                ok = capture.join(
+                    trigger,
+                    loop_block=evidence.get("loop_block"),
+                    exceptions=self._recent_exceptions()
+                    if trigger.metric == "error_rate"
+                    else None,
+                )
+            except Exception as exc:
+                self.errors.record("capture.join", exc)
+                ok = True  # counted; retrying every sample would only fail again
+            if ok:
+                acted[id(trigger)] = True
+                joined.append(trigger)
+            elif len(self._pending) < MAX_PENDING and not any(
+                (t.metric, t.subject) == (trigger.metric, trigger.subject)
+                for t, _, _ in self._pending
+            ):
+                self._pending.append((trigger, sample, evidence))
+        if joined:
+            _log_triggers(joined, f"added to capture {capture.id}, which is open")
 
     def _inflight_requests(self, limit: int = 100) -> list[dict[str, Any]]:
         """The requests in flight now, oldest first: method, path (no query string), route
@@ -496,14 +602,20 @@ class AutoProf:
     def _closed(self, capture: Capture) -> None:
         if self.capture is capture:
             self.capture = None
+        monitor = self._monitor
+        if self._pending and monitor is not None:
+            monitor.wake()
         self._worker.submit("capture.finalize", lambda: self._finalize(capture))
 
     def _finalize(self, capture: Capture) -> None:
+        capture.census_baseline = self.census_baseline
         try:
             capture.finalize()
         except BaseException:
             self._capture_failed()
             raise
+        if capture.census is not None:
+            self.set_census_baseline(capture.census, f"capture {capture.id}")
         self.breaker.success()
         info = capture.info
         if info is None:
@@ -533,6 +645,7 @@ class AutoProf:
                     "rule": asdict(state.rule),
                     "average": state.average,
                     "threshold": state.threshold(),
+                    **state.status(),
                     "cooldown_remaining": max(0.0, state.cooldown - (now - last))
                     if last is not None
                     else 0.0,
@@ -564,8 +677,13 @@ class AutoProf:
             "routes_tracked": len(monitor.route_rules.states)
             if monitor is not None and monitor.route_rules is not None
             else 0,
+            # The latency rule's routes, worst first: p95, baseline, threshold, why not judged.
+            "routes": monitor.recent.status(monitor.route_rules, now)
+            if monitor is not None
+            else [],
             "loop_watchdog": self._loopwatch.info() if self._loopwatch is not None else None,
             "self_inflicted_stalls": self.self_inflicted_stalls,
+            "scheduling_stalls": self.scheduling_stalls,
             "flight_recorder": self._recorder.info() if self._recorder is not None else None,
             "captures_written": self.captures_written,
             "dump_dir": str(self.store.directory),

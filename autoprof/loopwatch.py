@@ -81,6 +81,20 @@ class BlockEvent:
     #: True when ``max_samples`` cut the samples short.
     truncated: bool = False
 
+    @property
+    def loop_idle(self) -> bool:
+        """Whether every look at the loop thread during the block found it waiting for I/O in
+        its selector, running no callback: the callback was late because the process was not
+        scheduled (a busy host, a CPU-throttled container), not because code blocked the loop.
+        False when the stack is unknown."""
+        if not self.stack:
+            return False
+        innermost = [(self.stack[-1]["function"], self.stack[-1]["filename"])]
+        for stack, _ in self.samples:
+            name, filename = stack[-1].split("\x00")[:2]
+            innermost.append((name.rsplit(".", 1)[-1], filename))
+        return all(_waiting_for_io(function, filename) for function, filename in innermost)
+
     def session(self, description: str) -> Session | None:
         """The samples as a pyinstrument Session (None without samples)."""
         if not self.samples:
@@ -476,6 +490,18 @@ class LoopWatchdog:
     def _fail(self, exc: BaseException) -> None:
         self.failures += 1
         self.last_failure = f"{type(exc).__name__}: {exc}"
+
+
+_IDLE_FRAMES = {
+    "selectors.py": ("select",),  # asyncio's selector loops wait here
+    # uvloop waits in C: the innermost Python frame is the one that started the loop
+    "runners.py": ("run",),
+    "base_events.py": ("run_forever", "run_until_complete"),
+}
+
+
+def _waiting_for_io(function: str, filename: str) -> bool:
+    return function in _IDLE_FRAMES.get(filename.replace("\\", "/").rsplit("/", 1)[-1], ())
 
 
 def _frame_dicts(frame: FrameType | None) -> list[dict[str, Any]]:

@@ -44,6 +44,9 @@ class Sample(NamedTuple):
     """5xx responses among them, in %."""
     loop_lag: float | None = None
     """The event loop's worst lag during the interval, in ms (None without a watched loop)."""
+    rss_growth: float | None = None
+    """The RSS's growth over its settled baseline, in % (None without the rss_growth rule, or
+    while the baseline settles)."""
 
 
 class Limits(NamedTuple):

@@ -3,9 +3,13 @@
 A capture is a directory ``{dump_dir}/{capture_id}/`` of files named
 ``{capture_id}_{kind}.{ext}``, where the id reads
 ``{UTC %Y%m%dT%H%M%S.mmmZ}-p{pid}-{metric}-{reason}-{4 hex}``. It is built in a hidden
-``.staging-{capture_id}`` directory, every file written through a temp file and ``os.replace``,
-and appears under its real name only at :meth:`CaptureWriter.commit`, by renaming the whole
-directory once its manifest is in place. Retention (oldest captures first, by bytes and by
+``.staging-{capture_id}`` directory (a file that fails halfway is removed) and appears under its
+real name only at :meth:`CaptureWriter.commit`, by renaming the whole directory once its
+manifest is in place: a capture is visible complete or not at all, whatever happens to the
+process. Durability against a power loss follows the rename (:meth:`CaptureWriter.sync`): every
+``fsync`` waits on the disk and then on the GIL, and under a CPU spike each cost a switch
+interval or more (27 files: 450 ms), so the files are not synced one by one on the way to the
+dump but together once it is visible. Retention (oldest captures first, by bytes and by
 count) runs at commit under an ``flock`` on ``{dump_dir}/.lock``, so worker processes sharing
 the directory agree on it.
 
@@ -51,7 +55,6 @@ _ID_RE = re.compile(
 _YEAR_10000 = 253402300800.0
 _STAGING = ".staging-"
 _TRASH = ".trash-"
-_TMP = ".tmp-"
 _LOCK = ".lock"
 
 
@@ -182,25 +185,33 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_atomic(directory: Path, name: str, data: bytes) -> None:
-    """Write ``directory/name`` (0600) via a fsynced temp file and ``os.replace``.
+    """Write ``directory/name`` (0600, a new file) in a staging directory, or nothing.
 
-    Plain ``os`` calls, as few as it takes: each one lets the GIL go, and while the app burns
-    CPU, getting it back costs up to a switch interval."""
-    tmp = directory / f"{_TMP}{secrets.token_hex(8)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    No temp file and no ``fsync``: nobody sees the staging directory until its rename, and
+    :meth:`CaptureWriter.sync` makes the files durable after it. Plain ``os`` calls, as few
+    as it takes: each one that blocks lets the GIL go, and while the app burns CPU, getting it
+    back costs up to a switch interval."""
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, directory / name)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(path)
         raise
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -522,7 +533,6 @@ class DumpStore:
             if os.path.lexists(target):
                 raise FileExistsError(errno.EEXIST, "capture already exists", str(target))
             os.rename(writer.staging, target)
-        _fsync_dir(self.directory)
 
 
 class CaptureWriter:
@@ -629,7 +639,8 @@ class CaptureWriter:
         self._bytes += size
 
     def commit(self, manifest: dict[str, Any]) -> CaptureInfo:
-        """Write the manifest, enforce retention, and make the capture visible.
+        """Write the manifest, enforce retention, and make the capture visible; :meth:`sync`
+        makes it durable.
 
         The manifest gets ``id``, ``files`` (written file names, manifest excluded),
         ``skipped``, ``metric``, ``reason``, ``pid`` and ``created``, overriding those keys. On
@@ -665,6 +676,21 @@ class CaptureWriter:
             size=self._bytes + len(data),
             files=tuple(sorted([*self.written, name])),
         )
+
+    def sync(self) -> None:
+        """After :meth:`commit`: make the capture durable (``fsync`` its files, then its
+        directory and the dump directory). Until then a power loss may leave it visible with
+        files cut short; a process crash cannot. A no-op if retention has deleted it since."""
+        if self._state != "committed":
+            raise RuntimeError(f"capture {self.id} is {self._state}, not committed")
+        path = self.store.directory / self.id
+        try:
+            for name in (*self.written, f"{self.id}_{MANIFEST_KIND}.json"):
+                _fsync_file(path / name)
+        except FileNotFoundError:
+            return
+        _fsync_dir(path)
+        _fsync_dir(self.store.directory)
 
     def abort(self) -> None:
         """Discard the capture; a no-op after :meth:`commit` or a previous abort."""

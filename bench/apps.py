@@ -377,6 +377,7 @@ def detect_server() -> Any:
 
 
 _held_memory: list[bytearray] = []
+_leaked: list[list[bytes]] = []
 
 
 def burn(seconds: float) -> int:
@@ -388,15 +389,27 @@ def burn(seconds: float) -> int:
     return total
 
 
+LEAK_PIECE = 64 * 1024
+"""A leak keeps many objects of this size (bytes), as a cache that is never pruned does."""
+
+
 def add_spike_routes(app: FastAPI) -> None:
-    """``GET /mem?mb=N`` allocates and holds N MiB; ``GET /cpu?seconds=S`` starts a thread that
-    keeps a core busy for S seconds (the event loop stays free to serve the profiled requests).
-    Both answer as soon as the spike has started (memory: once allocated)."""
+    """``GET /mem?mb=N`` allocates and holds N MiB; ``GET /leak?mb=N`` keeps N MiB more at each
+    call, in 64 KiB objects (a steady leak, when called at a steady rate); ``GET /cpu?seconds=S``
+    starts a thread that keeps a core busy for S seconds (the event loop stays free to serve the
+    profiled requests). All answer as soon as the spike has started (memory: once written)."""
 
     @app.get("/mem")
     def mem(mb: int = 200) -> dict[str, int]:
         _held_memory.append(bytearray(min(max(mb, 1), 4096) * 2**20))
         return {"held_mb": sum(len(b) for b in _held_memory) >> 20}
+
+    @app.get("/leak")
+    def leak(mb: int = 4) -> dict[str, int]:
+        pieces = min(max(mb, 1), 64) * (2**20 // LEAK_PIECE)
+        # Written, not calloc'ed: zero pages fresh from the kernel would not count in the RSS.
+        _leaked.append([bytes([n & 0xFF]) * LEAK_PIECE for n in range(pieces)])
+        return {"leaked_mb": sum(len(p) for p in _leaked) * LEAK_PIECE >> 20}
 
     @app.get("/cpu")
     def cpu(seconds: float = 3.0) -> dict[str, float]:

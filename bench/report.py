@@ -309,7 +309,8 @@ def _detection_md(d: dict[str, Any]) -> list[str]:
         "From the spike's start (request sent) to the trigger and to the complete capture on "
         "disk (manifest written; 5 requests of steady `GET /` traffic profiled, heap and "
         f"threads recorded). Memory spike: {d['mem_spike_mb']} MiB held, rule "
-        f"`{d['mem_rule']}`; CPU spike: a thread keeping one core busy, default rule. "
+        f"`{d['mem_rule']}` (the RSS rules at their defaults beside it); CPU spike: a thread "
+        "keeping one core busy, default rule (the RSS rules off). "
         "Medians over runs; worst run in brackets."
     )
     lines.append("")
@@ -328,6 +329,45 @@ def _detection_md(d: dict[str, Any]) -> list[str]:
         ["spike", "collect interval", "runs ok", "to trigger", "capture closed",
          "to first dump on disk"],
         rows,
+    )
+    leak = d.get("leak")
+    if leak is not None:
+        lines += ["", *_leak_md(leak)]
+    return lines
+
+
+def _leak_md(k: dict[str, Any]) -> list[str]:
+    rate = k["leak_mb"] * k["leak_rate"]
+    lines = [
+        "**Steady leak**",
+        "",
+        f"`GET /leak` keeping {k['leak_mb']} MiB (64 KiB objects) {k['leak_rate']:g} times a "
+        f"second ({rate:g} MiB/s, {rate * k['interval']:g} MiB per collect interval), once the "
+        "RSS baseline has settled; the memory rules at their defaults (`rss`: 200 MiB over the "
+        "window's average; `rss_growth`: +50 % over the settled baseline, growth under 32 MiB "
+        "ignored), `mem_rule` and the CPU rule off: the RSS rules catch it alone. From the "
+        "first leaking request to the first firing of a memory rule and to the first dump "
+        "holding memory evidence; RSS growth measured from outside (psutil) since the leak "
+        "began, at the firing (the rule's own RSS reading) and when the dump was on disk. "
+        "Medians; worst run in brackets.",
+        "",
+    ]
+    lines += _table(
+        ["collect interval", "runs ok", "rule that fired", "settled baseline", "to trigger",
+         "to first dump on disk", "RSS grown at the trigger", "RSS grown at the dump"],
+        [[
+            f"{k['interval']:g} s (window {k['window']})",
+            f"{k['runs'] - k['failed']}/{k['runs']}",
+            ", ".join(k["fired"]) or "none",
+            _f(k["baseline_mib"], ".0f", " MiB"),
+            f"{_f(k['trigger_s'], '.2f')} s = {_f(k['trigger_intervals'], '.2f')} intervals "
+            f"[{_f(k['trigger_intervals_max'], '.2f')}]",
+            f"{_f(k['dump_s'], '.2f')} s = {_f(k['dump_intervals'], '.2f')} intervals "
+            f"[{_f(k['dump_intervals_max'], '.2f')}]",
+            f"{_f(k['grown_at_trigger_mib'], '.0f')} MiB "
+            f"[{_f(k['grown_at_trigger_mib_max'], '.0f')}]",
+            f"{_f(k['grown_at_dump_mib'], '.0f')} MiB [{_f(k['grown_at_dump_mib_max'], '.0f')}]",
+        ]],
     )
     return lines
 

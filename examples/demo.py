@@ -43,8 +43,12 @@ STALL_S = 0.6
 MAX_STALLS = 12
 CPU_SPIKE_S = 1.0
 MAX_CPU_SPIKES = 12
-PHASE_TIMEOUT = 20.0  # seconds a phase may take before the demo gives up
+COOLDOWN = 4.0  # seconds a rule stays quiet after it fired
+PHASE_TIMEOUT = 30.0  # seconds a phase may take before the demo gives up
+QUIET_TIMEOUT = 40.0  # seconds to wait for the captures of one phase to close
+MEMORY_METRICS = ("mem", "rss", "rss_growth")
 PROFILE_LINES = 25
+SUMMARY_LINES = 12
 STACK_FRAMES = 4
 
 
@@ -64,8 +68,8 @@ def demo_settings(dump_dir: Path) -> dict[str, str]:
 
     The floors are low so that a 64 MiB allocation is a memory spike on any host, and one core
     kept busy is a CPU spike (CPU is a percentage of all usable cores, so the floor scales
-    down with them) while the memory spikes stay under it. The cooldown makes each rule fire
-    once (the CPU phase also stalls the loop, but the loop-lag rule has fired by then). In
+    down with them). A rule that fires while another capture is open adds its evidence to
+    that capture, and the short cooldown lets each rule fire again in its own phase. In
     production keep the defaults: a 10 s interval and Holmes's rules.
     """
     cpu_floor = 25 / usable_cores()
@@ -75,7 +79,7 @@ def demo_settings(dump_dir: Path) -> dict[str, str]:
         "AUTOPROF_WINDOW": str(WINDOW),
         "AUTOPROF_REQUESTS": str(REQUESTS),
         "AUTOPROF_CAPTURE_TIMEOUT": f"{CAPTURE_TIMEOUT:g}",
-        "AUTOPROF_COOLDOWN": "600",
+        "AUTOPROF_COOLDOWN": f"{COOLDOWN:g}",
         "AUTOPROF_MEM_RULE": "min=0,diff=25",
         "AUTOPROF_CPU_RULE": f"min={cpu_floor:.2f},diff=25",
     }
@@ -170,34 +174,62 @@ def read_manifest(capture: Path) -> dict[str, Any]:
     return dict(json.loads((capture / f"{capture.name}_manifest.json").read_text()))
 
 
+def fired(manifest: dict[str, Any], metrics: tuple[str, ...]) -> bool:
+    """Whether one of ``metrics`` fired into this capture (opened it, or joined it)."""
+    entries = manifest.get("rules_fired") or [manifest["trigger"]]
+    return any(entry["metric"] in metrics for entry in entries)
+
+
+def heap_growth_at(capture: Path, source: str) -> bool:
+    """Whether the capture's heap growth report names a line holding ``source``."""
+    heap_json = capture / f"{capture.name}_heap.json"
+    if not heap_json.is_file():
+        return False
+    growth = json.loads(heap_json.read_text())["growth"] or {"top": []}
+    return any(
+        source in (frame["line"] or "") for entry in growth["top"][:3]
+        for frame in entry["traceback"]
+    )
+
+
+def wait_quiet(server: DemoServer) -> None:
+    """Wait until no capture is open, so that a phase's captures never hold the next phase's
+    evidence."""
+    deadline = time.monotonic() + QUIET_TIMEOUT
+    while time.monotonic() < deadline:
+        state = server.client.get("/").json()
+        if not state["capturing"]:
+            time.sleep(COOLDOWN)  # the rules that fired in this phase cool down
+            return
+        time.sleep(0.2)
+    raise DemoError(f"a capture was still open after {QUIET_TIMEOUT:g} s")
+
+
 def spike(
-    server: DemoServer,
     dump_dir: Path,
-    metric: str,
-    path: str,
+    what: str,
+    found: Callable[[Path, dict[str, Any]], bool],
     send: Callable[[], str],
     *,
     max_calls: int,
     pause: float,
 ) -> tuple[Path, float]:
-    """Call ``send`` until a capture of ``metric`` that profiled a request to ``path`` appears;
-    return it and the seconds taken."""
+    """Call ``send`` until a capture for which ``found`` holds appears; return it and the
+    seconds taken."""
     started = time.monotonic()
     deadline = started + PHASE_TIMEOUT
+    known = set(captures(dump_dir))
     calls = 0
     while time.monotonic() < deadline:
         for capture in captures(dump_dir):
-            manifest = read_manifest(capture)
-            if manifest["trigger"]["metric"] == metric and any(
-                request["path"] == path for request in manifest["requests"]
-            ):
+            if capture not in known and found(capture, read_manifest(capture)):
                 return capture, time.monotonic() - started
         if calls < max_calls:
             detail(send())
             calls += 1
         time.sleep(pause)
     raise DemoError(
-        f"no {metric} capture after {calls} requests and {PHASE_TIMEOUT:g} s "
+        f"no {what} capture after {calls} requests and {PHASE_TIMEOUT:g} s "
         f"(captures so far: {[c.name for c in captures(dump_dir)] or 'none'})"
     )
 
@@ -224,6 +256,12 @@ def show(capture: Path, title: str) -> None:
     print(f"directory: {capture}")
     print(f"trigger:   {manifest['trigger']['description']}")
     print(f"closed:    {manifest['close_reason']}, pid {manifest['pid']} on {manifest['hostname']}")
+    summary = capture / f"{capture.name}_summary.txt"
+    if summary.is_file():
+        lines = summary.read_text(encoding="utf-8").strip("\n").splitlines()
+        print(f"findings (first {SUMMARY_LINES} lines of {summary.name}):")
+        for line in lines[:SUMMARY_LINES]:
+            print(f"  | {line}")
     print("profiled requests:")
     for request in manifest["requests"]:
         print(
@@ -308,10 +346,10 @@ def run() -> int:
             )
 
         mem_capture, took = spike(
-            server,
             dump_dir,
-            "mem",
-            "/mem",
+            "memory",
+            lambda capture, manifest: fired(manifest, MEMORY_METRICS)
+            and heap_growth_at(capture, "bytearray(mb * 2**20)"),
             mem_spike,
             max_calls=MAX_MEM_SPIKES,
             pause=INTERVAL * 1.4,
@@ -319,6 +357,7 @@ def run() -> int:
         detail(f"memory capture written {took:.1f} s after the first spike: {mem_capture.name}")
         server.client.post("/mem/release").raise_for_status()
         detail("POST /mem/release -> the app let go of its buffers")
+        wait_quiet(server)
 
         step(f"[4/6] stalling the event loop: GET /stall?seconds={STALL_S:g} (time.sleep in "
              "async def) until a loop-lag capture appears")
@@ -330,11 +369,18 @@ def run() -> int:
             return (f"GET /stall?seconds={STALL_S:g} -> {response.status_code} "
                     f"in {time.monotonic() - begun:.2f} s")
 
+        def names_the_stall(capture: Path, manifest: dict[str, Any]) -> bool:
+            block = manifest.get("loop_block") or {"stack": []}
+            return fired(manifest, ("loop_lag",)) and any(
+                frame["function"] == "fetch_report_synchronously" for frame in block["stack"]
+            )
+
         loop_capture, took = spike(
-            server, dump_dir, "loop_lag", "/stall", stall, max_calls=MAX_STALLS, pause=INTERVAL
+            dump_dir, "loop-lag", names_the_stall, stall, max_calls=MAX_STALLS, pause=INTERVAL
         )
         detail(f"loop-lag capture written {took:.1f} s after the first stall: "
                f"{loop_capture.name}")
+        wait_quiet(server)
 
         step(f"[5/6] spiking CPU: GET /cpu?seconds={CPU_SPIKE_S:g} until a CPU capture appears")
 
@@ -348,7 +394,13 @@ def run() -> int:
             )
 
         cpu_capture, took = spike(
-            server, dump_dir, "cpu", "/cpu", cpu_spike, max_calls=MAX_CPU_SPIKES, pause=0.1
+            dump_dir,
+            "CPU",
+            lambda capture, manifest: fired(manifest, ("cpu",))
+            and any(request["path"] == "/cpu" for request in manifest["requests"]),
+            cpu_spike,
+            max_calls=MAX_CPU_SPIKES,
+            pause=0.1,
         )
         detail(f"CPU capture written {took:.1f} s after the first spike: {cpu_capture.name}")
 

@@ -66,9 +66,13 @@ def write_capture(
     created: float | None = None,
     path: str = "/items/1",
     html: str = "<!DOCTYPE html><html><head></head><body>profile</body></html>",
+    findings: dict[str, Any] | None = None,
 ) -> CaptureInfo:
-    """A complete capture with one profiled request, written through the store's own API."""
+    """A complete capture with one profiled request, written through the store's own API
+    (with ``findings``: also a summary.txt and the manifest's findings)."""
     writer = store.begin(metric=metric, reason=reason, created=created)
+    if findings is not None:
+        writer.write_text("summary", "txt", f"{findings['headline']}\n")
     files = {
         "html": writer.write_text("request-1", "html", html),
         "speedscope": writer.write_text("request-1", "speedscope.json", '{"profiles": []}'),
@@ -89,6 +93,7 @@ def write_capture(
                           "status": 200, "duration_s": 0.05, "cpu_s": 0.04, "error": None,
                           "files": files, "problems": []}],
             "versions": {"python": "3"},
+            **({"findings": findings} if findings is not None else {}),
         }
     )
 
@@ -545,6 +550,48 @@ def test_capture_page_renders_the_manifest_escaped(clients, kind):
     assert data["manifest"]["requests"][0]["path"] == hostile
     assert client.get("/_autoprof/captures/20990101T000000.000Z-p1-cpu-diff-abcd",
                       headers=AUTH).status == 404
+
+
+@kinds
+def test_capture_page_shows_the_findings_summary_first(clients, kind):
+    client = admin(clients, kind)
+    findings = {
+        "headline": "Why: cpu rule fired: 91.5 >= 70.0",
+        "fired": ["cpu rule fired: 91.5 >= 70.0", "loop_lag rule fired: <b>900 ms</b>"],
+        "suspects": [
+            {"rank": 1, "kind": "cpu", "what": "burn_cpu", "where": "app.py:67",
+             "detail": "CPU self 97%, total 99%", "evidence": ["requests", "all-threads"],
+             "score": 1.0},
+            {"rank": 2, "kind": "exception", "what": "<script>alert(1)</script>",
+             "where": "app.py:9", "detail": "raised KeyError 2x: '<x>'",
+             "evidence": ["exceptions"], "score": 0.3},
+        ],
+    }
+    info = write_capture(client.ap.store, findings=findings)
+    page = client.get(f"/_autoprof/captures/{info.id}", headers=AUTH)
+    assert page.status == 200
+    assert_secure(page)
+    text = page.text
+    assert "<script>" not in text
+    start = text.index('id="summary"')
+    # First in the page: before the trigger facts, the requests and the file table.
+    assert start < text.index("<th>trigger</th>") < text.index("<h2>Files</h2>")
+    block = text[start : text.index("</section>", start)]
+    assert "Why: cpu rule fired: 91.5 &gt;= 70.0" in block
+    assert "Also fired: loop_lag rule fired: &lt;b&gt;900 ms&lt;/b&gt;" in block
+    assert block.index("<code>burn_cpu</code> <code>app.py:67</code>") < block.index(
+        "<code>&lt;script&gt;alert(1)&lt;/script&gt;</code>"
+    )
+    assert "CPU self 97%, total 99%" in block
+    assert "[requests, all-threads]" in block
+    summary_name = f"{info.id}_summary.txt"
+    assert f'href="/_autoprof/captures/{info.id}/{summary_name}"' in block
+    served = client.get(f"/_autoprof/captures/{info.id}/{summary_name}", headers=AUTH)
+    assert served.status == 200
+    assert served.text == "Why: cpu rule fired: 91.5 >= 70.0\n"
+    # A capture without findings (older ones) has no summary block.
+    plain = write_capture(client.ap.store)
+    assert 'id="summary"' not in client.get(f"/_autoprof/captures/{plain.id}", headers=AUTH).text
 
 
 @kinds

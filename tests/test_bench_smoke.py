@@ -127,6 +127,10 @@ def test_monitor_detection_memory_and_targets(quick_run: tuple[Path, str]) -> No
     for row in detection:
         assert row[2] == "1/1", row
         assert all(numeric(cell) for cell in row[3:]), row
+    (leak,) = table_for(all_tables, "Steady leak")
+    assert leak[1] == "1/1", leak
+    assert leak[2] in ("rss", "rss_growth", "rss, rss_growth"), leak
+    assert all(numeric(cell) for cell in leak[3:]), leak
     memory = table_for(all_tables, "5. autoprof")
     assert [r[0] for r in memory] == ["import autoprof", "running idle", "total"]
     assert all(numeric(r[1]) for r in memory)

@@ -11,13 +11,15 @@ def test_defaults_follow_holmes_and_production_intervals():
     s = Settings()
     assert s.cpu_rule == Rule(min=10, diff=25, abs=70)
     assert s.mem_rule == Rule(min=10, diff=25, abs=80)
+    assert s.rss_rule == Rule(min=0, diff=None, abs=None, rise=200)
+    assert s.rss_growth_rule == Rule(min=0, diff=None, abs=50)
     assert s.inflight_rule is None
     assert s.threads_rule is None
     assert s.collect_interval >= 10
     assert s.window == 10
     assert s.cooldown == 60
     assert s.requests == 5
-    assert set(s.rules) == {"cpu", "mem", "latency", "error_rate", "loop_lag"}
+    assert set(s.rules) == {"cpu", "mem", "rss", "rss_growth", "latency", "error_rate", "loop_lag"}
     assert s.latency_rule == Rule(min=200, diff=100, abs=None)
     assert s.error_rate_rule == Rule(min=5, diff=100, abs=50)
     assert s.loop_lag_rule == Rule(min=100, diff=200, abs=1000)
@@ -51,7 +53,7 @@ def test_bad_options_fail_at_construction_with_what_to_fix(options, message):
     ("kwargs", "message"),
     [
         ({"min": -1}, "min must be a number >= 0"),
-        ({"diff": None, "abs": None}, "needs diff or abs"),
+        ({"diff": None, "abs": None}, "needs diff, abs or rise"),
         ({"abs": "80"}, "abs must be a number"),
         ({"cooldown": -5}, "cooldown must be a number"),
     ],

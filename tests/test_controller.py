@@ -19,7 +19,7 @@ import pytest
 from autoprof import AutoProf, AutoProfWSGIMiddleware, Rule
 from autoprof import store as store_module
 from autoprof.metrics import Sample
-from tests.conftest import only_capture, read_file
+from tests.conftest import end_tracing, only_capture, read_file
 from tests.test_wsgi import call, environ
 
 held: list[bytearray] = []
@@ -67,6 +67,8 @@ def test_memory_rule_opens_capture_and_heap_report_names_allocating_line(make_au
     assert ap.capture is not None
     assert tracemalloc.is_tracing()
     serve(app, 3)
+    assert tracemalloc.is_tracing()  # held open for one interval of tracing
+    end_tracing(ap)
     info, manifest = only_capture(ap)
     assert not tracemalloc.is_tracing()  # autoprof started it, autoprof stopped it
     trigger = manifest["trigger"]
@@ -106,6 +108,7 @@ def test_someone_elses_tracemalloc_keeps_running(make_autoprof):
         monitor.observe(sample(6, 2))
         assert ap.capture is not None
         serve(app, 1)
+        end_tracing(ap)
         _, manifest = only_capture(ap)
         assert tracemalloc.is_tracing()
         assert manifest["heap"]["tracemalloc"] is True
@@ -123,19 +126,33 @@ def test_cpu_capture_does_not_start_tracemalloc(make_autoprof):
     assert not tracemalloc.is_tracing()
 
 
-def test_rules_firing_while_open_are_recorded_not_reopened(make_autoprof):
+def test_rules_firing_while_open_join_it_with_their_evidence(make_autoprof):
     ap = make_autoprof(cpu_rule=Rule(0, None, 50, cooldown=0), mem_rule=Rule(0, None, 50),
-                       window=1, requests=1)
+                       rss_rule=None, rss_growth_rule=None, window=1, requests=1)
     monitor = started(ap)
     monitor.observe(sample(1, 1, cpu=1))
     monitor.observe(sample(1, 2, cpu=90))
     first = ap.capture
+    assert first is not None
+    assert first.heap_tracker is None  # a CPU capture does not trace allocations
     monitor.observe(sample(60, 3, cpu=95))
     assert ap.capture is first
-    assert first is not None
     assert [t.metric for t in first.also_fired] == ["cpu", "mem"]
-    assert not monitor.rules.states["mem"].in_cooldown(3.5)  # folded in: no cooldown
+    # The memory rule joined: tracing started for it, and its firing counts as acted on.
+    assert first.heap_tracker is not None
+    assert first.heap_tracker.running
+    assert monitor.rules.states["mem"].in_cooldown(3.5)
     assert ap.trigger() is None
+    ap.stop()
+    _, manifest = only_capture(ap)
+    fired = manifest["rules_fired"]
+    assert [(f["metric"], f["outcome"]) for f in fired] == [
+        ("cpu", "opened"), ("cpu", "joined"), ("mem", "joined")
+    ]
+    assert "object census" in fired[0]["evidence"]
+    assert fired[1]["evidence"] == ["all-threads profile of the capture window"]
+    assert any("tracemalloc" in e for e in fired[2]["evidence"])
+    assert manifest["heap"]["tracemalloc"] is True
 
 
 def test_shutdown_writes_the_open_capture(make_autoprof):
@@ -193,7 +210,7 @@ def test_monitor_samples_the_real_process(make_autoprof):
     assert status["sample"]["rss"] > 0
     assert status["sample"]["threads"] >= 2
     assert status["limits"]["cpu_cores"] > 0
-    assert set(status["rules"]) == {"cpu", "mem", "error_rate", "loop_lag"}
+    assert set(status["rules"]) == {"cpu", "mem", "rss", "rss_growth", "error_rate", "loop_lag"}
 
 
 def test_fork_child_restarts_its_own_monitor(make_autoprof):

@@ -378,3 +378,25 @@ def test_rejects_bad_options(options: dict[str, Any]) -> None:
             LoopWatchdog(loop, loop_thread=threading.get_ident(), **options)
     finally:
         loop.close()
+
+
+def _frame(function: str, filename: str) -> dict[str, Any]:
+    return {"filename": filename, "lineno": 1, "function": function, "line": ""}
+
+
+def test_a_late_ping_while_the_loop_waited_in_its_selector_is_not_a_block() -> None:
+    idle = [_frame("run_forever", "/usr/lib/python3.11/asyncio/base_events.py"),
+            _frame("_run_once", "/usr/lib/python3.11/asyncio/base_events.py"),
+            _frame("select", "/usr/lib/python3.11/selectors.py")]
+    event = BlockEvent(started=0.0, duration=0.2, ongoing=False, stack=idle)
+    assert event.loop_idle  # the host did not schedule the process: no code to name
+    select_sample = "BaseSelector.select\x00/usr/lib/python3.11/selectors.py\x0010\x01l12"
+    event.samples.append((["root", select_sample], 0.05))
+    assert event.loop_idle
+    app_sample = "fetch_report\x00/srv/app/reports.py\x0030\x01l31"
+    event.samples.append((["root", app_sample], 0.05))
+    assert not event.loop_idle  # code ran on the loop during the block
+    blocked = BlockEvent(started=0.0, duration=0.2, ongoing=False,
+                         stack=[*idle[:2], _frame("fetch_report", "/srv/app/reports.py")])
+    assert not blocked.loop_idle
+    assert not BlockEvent(started=0.0, duration=0.2, ongoing=False).loop_idle  # no stack seen

@@ -15,7 +15,7 @@ def feed(state: RuleState, values: list[float], *, start: float = 0.0, step: flo
     for i, value in enumerate(values):
         trigger = state.observe(value, start + i * step)
         if trigger is not None:
-            state.last_fired = trigger.time
+            state.settle(trigger, acted=True)
             fired.append((i, trigger))
     return fired
 
@@ -31,6 +31,21 @@ def test_a_firing_nobody_acted_on_starts_no_cooldown():
     assert rules.observe({"cpu": 90}, 3) == []
     assert rules.states["cpu"].in_cooldown(61)
     assert not rules.states["cpu"].in_cooldown(62)
+
+
+def test_a_firing_nobody_acted_on_stays_out_of_the_window():
+    # The capture budget was spent: the anomaly must not become the rule's new normal.
+    state = RuleState("loop_lag", Rule(min=100, diff=200), window=3, cooldown=0)
+    feed(state, [10, 10, 10])
+    for t in range(3, 13):
+        trigger = state.observe(600, t)
+        assert trigger is not None, f"absorbed into the baseline by sample {t}"
+        state.settle(trigger, acted=False)
+    assert state.average == pytest.approx(10)
+    assert state.last_fired is None
+    state.settle(trigger, acted=True)  # a capture finally took it: now it counts
+    assert list(state.history) == [10, 10, 600]
+    assert state.last_fired == 12
 
 
 def test_no_firing_during_warm_up_even_over_abs():
@@ -72,8 +87,24 @@ def test_recorded_threshold_includes_the_floor():
 def test_floor_blocks_rises_below_min():
     state = RuleState("mem", Rule(min=10, diff=25, abs=80), window=3, cooldown=0)
     # tripling from 2% to 6% is a huge rise, but under the 10% floor
-    assert feed(state, [2, 2, 2, 6, 9.9]) == []
-    assert [i for i, _ in feed(state, [12], start=5)] == [0]
+    assert feed(state, [2, 2, 2, 6]) == []
+    assert [i for i, _ in feed(state, [12], start=4)] == [0]
+
+
+def test_a_rise_must_stand_out_of_the_windows_jitter():
+    state = RuleState("cpu", Rule(min=10, diff=25, abs=None), window=6, cooldown=0)
+    steady = [10.5, 12.0, 9.5, 11.5, 10.0, 12.5]  # steady traffic at a short interval
+    assert feed(state, steady) == []
+    average = sum(steady) / 6
+    assert average * 1.25 < 13.9  # a +25 % rise: Holmes would fire
+    assert state.threshold() == pytest.approx(average + 5 * 1.4826 * 1.0)  # MAD = 1.0
+    assert feed(state, [13.9], start=6) == []  # but it is within the jitter
+    spike = feed(state, [30], start=7)  # a real spike
+    assert [i for i, _ in spike] == [0]
+    assert "average +25% and past its recent jitter" in spike[0][1].describe()
+    one_spike = RuleState("cpu", Rule(min=10, diff=25, abs=None), window=6, cooldown=0)
+    feed(one_spike, [10, 10, 10, 10, 10, 60])  # one earlier spike does not mask the next
+    assert [i for i, _ in feed(one_spike, [40], start=6)] == [0]
 
 
 def test_cooldown_suppresses_then_allows():
@@ -147,4 +178,6 @@ def test_trigger_describe_names_value_average_and_threshold():
     assert "55.0%" in line
     assert "50.0%" in line
     assert "40.0% average +25%" in line
-    assert trigger.as_dict()["rule"] == {"min": 3, "diff": 25, "abs": 80, "cooldown": None}
+    assert trigger.as_dict()["rule"] == {
+        "min": 3, "diff": 25, "abs": 80, "cooldown": None, "rise": None
+    }

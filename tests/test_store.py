@@ -226,9 +226,8 @@ def test_atomic_writes_leave_no_temp_files(tmp_path: Path) -> None:
     assert len(info.files) == 6
 
 
-@pytest.mark.parametrize("failing", ["fsync", "replace"])
-def test_failed_write_leaves_no_temp_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+def test_failed_write_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = DumpStore(tmp_path)
     writer = store.begin(metric="mem", reason="abs")
@@ -237,7 +236,7 @@ def test_failed_write_leaves_no_temp_file(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(os, failing, no_space)
+        patch.setattr(os, "write", no_space)
         with pytest.raises(OSError, match="No space") as caught:
             writer.write_text("heap", "txt", "x" * 10_000)
     assert caught.value.errno == errno.ENOSPC
@@ -260,22 +259,22 @@ def test_write_many_writes_together_and_keeps_what_landed_when_one_fails(
     assert names == [f"{writer.id}_request-1.html", f"{writer.id}_request-1.txt"]
     assert writer.size == 11
 
-    real_replace = os.replace
+    real_write = os.write
     calls = []
 
-    def second_fails(src: Any, dst: Any) -> None:
-        calls.append(dst)
+    def second_fails(fd: int, data: Any) -> int:
+        calls.append(fd)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_replace(src, dst)
+        return real_write(fd, data)
 
     with monkeypatch.context() as patch:
-        patch.setattr(os, "replace", second_fails)
+        patch.setattr(os, "write", second_fails)
         with pytest.raises(OSError, match="No space"):
             writer.write_many([("heap", "txt", b"c" * 5), ("heap", "json", b"{}")])
     assert writer.written[-1] == f"{writer.id}_heap.txt"  # the one that landed is on record
     assert writer.size == 16
-    assert sorted(os.listdir(writer.staging)) == sorted(writer.written)  # no temp file left
+    assert sorted(os.listdir(writer.staging)) == sorted(writer.written)  # no partial file left
     info = writer.commit({})
     assert len(info.files) == 4
 
@@ -319,10 +318,43 @@ def test_failed_manifest_write_leaves_nothing(
     def no_space(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", no_space)
+    monkeypatch.setattr(os, "write", no_space)
     with pytest.raises(OSError, match="No space"):
         writer.commit({})
     assert entries(tmp_path) == []
+
+
+def test_capture_is_synced_after_it_is_visible_not_file_by_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DumpStore(tmp_path)
+    writer = store.begin(metric="cpu", reason="diff")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    writer.write_many([("request-1", "html", b"<html>"), ("request-1", "txt", b"t")])
+    with pytest.raises(RuntimeError, match="not committed"):
+        writer.sync()
+    info = writer.commit({"k": 1})
+    assert synced == []  # nothing waits on the disk on the way to a visible capture
+    writer.sync()
+    assert synced == [
+        *(str(info.path / name) for name in writer.written),
+        str(info.path / f"{info.id}_manifest.json"),
+        str(info.path),
+        str(tmp_path),
+    ]
+    assert json.loads((info.path / f"{info.id}_manifest.json").read_text())["k"] == 1
+
+    store._delete(info)  # retention removed it before the sync ran: nothing to do
+    synced.clear()
+    writer.sync()
+    assert synced == []
 
 
 def test_abort_and_state(tmp_path: Path) -> None:

@@ -188,7 +188,9 @@ def capture_page(base: str, summary: Mapping[str, Any], manifest: Mapping[str, A
         ("pid, host", esc(f"{summary['pid']}, {summary['host']}")),
         ("size", esc(size(summary["size"]))),
     ]
-    body = pairs(facts)
+    summary_file = next((n for n in files if str(n).endswith("_summary.txt")), None)
+    body = findings_block(mapping(manifest.get("findings")), file_links(summary_file))
+    body += pairs(facts)
     requests = [r for r in manifest.get("requests") or [] if isinstance(r, dict)]
     rows = []
     for r in requests:
@@ -233,6 +235,35 @@ def capture_page(base: str, summary: Mapping[str, Any], manifest: Mapping[str, A
     text = json.dumps(manifest, indent=2, default=str)
     body += f"<details><summary>Manifest (JSON)</summary><pre>{esc(text)}</pre></details>"
     return layout(f"Capture {capture_id}", base, body)
+
+
+def findings_block(findings: Mapping[str, Any], links: str) -> str:
+    """The capture's findings (``manifest["findings"]``) first: why, then the suspects."""
+    if not findings:
+        return ""
+    out = [f'<section class="box" id="summary"><h2>Summary</h2>'
+           f"<p><strong>{esc(findings.get('headline'))}</strong></p>"]
+    fired = findings.get("fired")
+    if isinstance(fired, list) and len(fired) > 1:
+        out.append("".join(f'<p class="muted">Also fired: {esc(f)}</p>' for f in fired[1:4]))
+    suspects = [mapping(s) for s in findings.get("suspects") or [] if isinstance(s, dict)]
+    if suspects:
+        out.append("<p>Suspects:</p><ol>")
+        for s in suspects:
+            where = f" <code>{esc(s.get('where'))}</code>" if s.get("where") else ""
+            evidence = s.get("evidence")
+            seen = ", ".join(str(e) for e in evidence) if isinstance(evidence, list) else ""
+            out.append(
+                f"<li><code>{esc(s.get('what'))}</code>{where} {esc(s.get('detail'))} "
+                f'<span class="muted">[{esc(seen)}]</span></li>'
+            )
+        out.append("</ol>")
+    else:
+        out.append('<p class="muted">No suspect stood out in the app\'s own code.</p>')
+    if links:
+        out.append(f'<p class="muted">Full summary: {links}</p>')
+    out.append("</section>")
+    return "".join(out)
 
 
 def status_page(
@@ -283,6 +314,23 @@ def status_page(
         if rows
         else '<p class="muted">No rule is running (the monitor starts with the first request).</p>'
     )
+    routes = [r for r in status.get("routes") or [] if isinstance(r, dict)]
+    if routes:
+        body += "<h2>Routes (latency rule, worst first)</h2>" + table(
+            ["route", "p95", "baseline", "fires at", "requests", "not judged because"],
+            (
+                [
+                    f"<code>{esc(r.get('route'))}</code>",
+                    esc(num(r.get("p95_ms"), 1, " ms")),
+                    esc(num(r.get("baseline_ms"), 1, " ms")),
+                    esc(num(r.get("threshold_ms"), 1, " ms")),
+                    esc(f"{r.get('requests')} in {num(r.get('seconds'), 0, ' s')}"),
+                    esc(r.get("reason") or ""),
+                ]
+                for r in routes
+            ),
+            numeric=(1, 2, 3),
+        )
     capture = status.get("capture")
     body += "<h2>Capture</h2>"
     if capture:

@@ -43,6 +43,7 @@ async def index() -> dict[str, object]:
     return {
         "dump_dir": str(autoprof.store.directory),
         "captures": [c.id for c in captures],
+        "capturing": autoprof.capture is not None,
         "held_mb": sum(len(b) for b in held) >> 20,
     }
 

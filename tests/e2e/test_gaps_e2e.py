@@ -19,6 +19,7 @@ Every test turns off the rules it does not exercise, so the capture it looks at 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +29,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.e2e.conftest import APPS, CaptureDir, Serve, Server
+from autoprof.config import METRICS, ROUTE_METRICS
+from tests.e2e.conftest import APPS, CaptureDir, Serve, Server, source_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -36,10 +38,7 @@ APP = "fastapi-gaps"
 APP_FILE = "tests/e2e/apps/fastapi_gaps.py"
 LOOP_STACK_FILE = "loop-stack.txt"
 """The loop-blocked report: the loop thread's stack and the asyncio task dump."""
-RULES_OFF = {
-    f"AUTOPROF_{metric.upper()}_RULE": "off"
-    for metric in ("cpu", "mem", "inflight", "threads", "latency", "error_rate", "loop_lag")
-}
+RULES_OFF = {f"AUTOPROF_{metric.upper()}_RULE": "off" for metric in METRICS + ROUTE_METRICS}
 
 
 def only_rule(metric: str, rule: str, **more: str) -> dict[str, str]:
@@ -121,6 +120,8 @@ class Traffic:
     """One function per thread: call number -> path to GET."""
     limit: float = 40.0
     """Seconds after which the threads stop by themselves."""
+    pause: float = 0.005
+    """Seconds each thread waits between two requests."""
     done: list[tuple[str, int, float, float]] = field(default_factory=list)
     """(path, status, sent at, answered at) per request, time.time()."""
     failures: list[str] = field(default_factory=list)
@@ -144,7 +145,7 @@ class Traffic:
                     continue
                 with self._lock:
                     self.done.append((path, status, sent, time.time()))
-                self._stop.wait(0.005)
+                self._stop.wait(self.pause)
 
     @contextmanager
     def running(self) -> Iterator[Traffic]:
@@ -225,11 +226,21 @@ def test_cpu_hot_loop_in_a_sync_endpoint_is_named_by_the_all_threads_profile(
     capture.check_files()
     assert capture.manifest["profiled_routes"] is None  # a process-wide rule: any request
 
-    # The request's own profiler runs on the event loop: it sees the endpoint handed to the
-    # threadpool and awaited, never the hot loop itself.
+    # The request's own profiler runs on the event loop, where the endpoint is handed to the
+    # threadpool and awaited; the capture's sampler follows the request into that thread and
+    # grafts the thread's stacks under the await: its own profile names the hot loop, under
+    # the endpoint, and so does its text profile.
     for request in capture.requests:
-        names = frame_names(capture, request["files"]["speedscope"])
-        assert "crunch_numbers_in_threadpool" not in names, sorted(names)
+        check_names(capture, request["files"], "crunch_numbers_in_threadpool")
+        text = capture.read(request["files"]["text"])
+        endpoint = re.search(r"^\W*([\d.]+) sync_cpu\s+(\S+):(\d+)$", text, re.M)
+        hot = re.search(r"^\W*([\d.]+) crunch_numbers_in_threadpool\s+(\S+):(\d+)$", text, re.M)
+        assert endpoint is not None, text
+        assert hot is not None, text
+        assert endpoint.start() < hot.start(), text  # the endpoint, then what it called
+        assert hot[2] == APP_FILE, hot[0]
+        assert int(hot[3]) == source_line(APP_FILE, "def crunch_numbers_in_threadpool")
+        assert float(hot[1]) >= 0.3, text  # most of the request's 0.6 s
 
     # The all-threads profile, sampled from outside, names it, on a threadpool thread.
     files = process_profile(capture, "all-threads")

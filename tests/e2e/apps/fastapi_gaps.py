@@ -51,12 +51,14 @@ async def index() -> dict[str, object]:
 
 @app.get("/autoprof-status")
 async def autoprof_status() -> dict[str, object]:
-    """autoprof's own failures (counted, never raised) and the firings it skipped."""
+    """autoprof's own failures (counted, never raised), the firings it skipped and what the
+    latency rule sees of each route."""
     status = autoprof.status()
     return {
         "errors": status["errors"],
         "skipped": status["skipped"],
         "loop_watchdog": status["loop_watchdog"],
+        "routes": status["routes"],
     }
 
 

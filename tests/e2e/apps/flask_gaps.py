@@ -54,7 +54,8 @@ def index():  # type: ignore[no-untyped-def]
 @app.get("/autoprof-status")
 def autoprof_status():  # type: ignore[no-untyped-def]
     status = autoprof.status()
-    return jsonify(pid=os.getpid(), errors=status["errors"], skipped=status["skipped"])
+    return jsonify(pid=os.getpid(), errors=status["errors"], skipped=status["skipped"],
+                   routes=status["routes"])
 
 
 @app.get("/health")
