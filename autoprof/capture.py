@@ -13,7 +13,6 @@ import contextvars
 import functools
 import importlib.metadata
 import json
-import math
 import re
 import socket
 import sys
@@ -252,8 +251,6 @@ class Capture:
         #: Every slot has been used and every profiled request has finished.
         self.complete = False
         self._lock = threading.Lock()
-        for other in triggers[1:]:  # rules that fired together: each gets its routes' requests
-            self._want_routes(other)
         self.settings = settings
         self.writer = writer
         self.worker = worker
@@ -263,6 +260,8 @@ class Capture:
         self._filter = re.compile(settings.path_filter) if settings.path_filter else None
         self._remaining = settings.requests
         self._active = 0
+        for other in triggers[1:]:  # rules that fired together: each gets its routes' requests
+            self._want_routes(other)
         #: Above the CPU ceiling: no new request is profiled (see :meth:`pause`).
         self.paused = False
         self.paused_samples = 0
@@ -324,7 +323,7 @@ class Capture:
         if self.recorder is not None:
             self._guarded("flight_recorder", self._take_recording)
         if self.trigger.metric in MEMORY_METRICS:
-            self._hold_until = math.inf  # until tracing has started, after the census
+            self._remaining = 0  # its requests are profiled under tracing, after the census
         # The window for requests starts now, after the (possibly slow) census.
         self.deadline = time.monotonic() + settings.capture_timeout
         if settings.thread_profile:
@@ -336,10 +335,10 @@ class Capture:
             if self._guarded("sampler.start", sampler.start):
                 self.thread_sampler = sampler
 
-    def _trace_allocations(self) -> bool:
-        """Start tracemalloc for a memory rule (not above cpu_max, not if disabled), and keep
-        the capture open for at least one interval of tracing: its requests may be done
-        already, and growth needs time to show."""
+    def _trace_allocations(self, *, hold: bool) -> bool:
+        """Start tracemalloc for a memory rule (not above cpu_max, not if disabled); ``hold``:
+        keep the capture open for at least one interval of tracing (a rule joining an open
+        capture, whose requests may be done already: growth needs time to show)."""
         settings = self.settings
         if self.heap_tracker is not None:
             return True
@@ -349,9 +348,10 @@ class Capture:
         if not self._guarded("heap.tracemalloc", tracker.start):
             return False
         self.heap_tracker = tracker
-        self._hold_until = time.monotonic() + min(
-            settings.capture_timeout, settings.collect_interval
-        )
+        if hold:
+            self._hold_until = time.monotonic() + min(
+                settings.capture_timeout, settings.collect_interval
+            )
         return True
 
     def join(
@@ -378,7 +378,7 @@ class Capture:
         elif metric in MEMORY_METRICS:
             if self.heap_tracker is not None:
                 evidence.append("allocation tracing (tracemalloc, already on)")
-            elif self._trace_allocations():
+            elif self._trace_allocations(hold=True):
                 evidence.append("allocation tracing (tracemalloc) from when it fired")
             if self.settings.heap_census:
                 evidence.append("object census")
@@ -425,17 +425,14 @@ class Capture:
             if self.settings.heap_census and not skip:
                 self._guarded("heap.census", self._take_census)
         finally:
-            # Tracing starts after the census: a gc walk under tracemalloc is many times slower.
-            if self.trigger.metric in MEMORY_METRICS and not self._trace_allocations():
-                self._hold_until = 0.0
+            # Tracing starts after the census (a gc walk under tracemalloc is many times
+            # slower), and a memory capture's requests are profiled under it.
+            if self.trigger.metric in MEMORY_METRICS:
+                self._trace_allocations(hold=False)
+                self._remaining = self.settings.requests
             # The census may take a second in a big heap: it does not eat the window.
             self.deadline = time.monotonic() + self.settings.capture_timeout
             self.census_done.set()
-            if self.complete:  # the requests finished during the census
-                if self._hold_until > time.monotonic():
-                    self.deadline = min(self.deadline, self._hold_until)
-                else:
-                    self.close("requests")
 
     def _take_stacks(self) -> None:
         self.thread_stacks = stacks.thread_stacks()

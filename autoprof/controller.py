@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from autoprof import heap
+from autoprof import heap, render
 from autoprof.breaker import CircuitBreaker
 from autoprof.capture import Capture, ProfiledRequest, versions
 from autoprof.config import ConfigError, Settings
@@ -193,8 +193,10 @@ class AutoProf:
                 self.errors.record("start", exc)
             if self.settings.flight_recorder > 0:
                 self._start_recorder()
-            # Package versions take a scan of sys.path: not while a capture is being written.
+            # Package versions take a scan of sys.path, pyinstrument's HTML resources a read:
+            # not while a capture is being written (each file call waits for the GIL then).
             self._worker.submit("capture.versions", versions)
+            self._worker.submit("render.warm_up", render.warm_up)
 
     def _start_recorder(self) -> None:
         settings = self.settings

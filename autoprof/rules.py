@@ -8,8 +8,10 @@ where ``avg`` is the mean of the previous ``window`` samples (``cur`` excluded: 
 ``cur`` into the window before averaging, which quietly raises its own thresholds), once
 ``window`` samples have been seen, and not within ``cooldown`` seconds of its last firing.
 A rise must also stand out of the metric's own jitter (:data:`NOISE_SIGMAS` standard
-deviations of its recent samples) and be at least half the floor (:data:`MIN_RISE_OF_FLOOR`),
-so that a noisy but steady metric at a short interval does not fire.
+deviations of its recent samples) and be at least the floor (:data:`MIN_RISE_OF_FLOOR`),
+so that a noisy but steady metric at a short interval does not fire. (The monitor also
+checks the CPU rule halfway between samples, on the CPU of the last full interval, and takes
+the sample early when it would fire: see ``monitor.Monitor``.)
 
 A firing is settled by the caller (:meth:`RuleSet.settle`): acted on (a capture opened, or the
 open capture took its evidence), its value joins the window and its cooldown starts; not acted
@@ -35,9 +37,10 @@ MAD_TO_SIGMA = 1.4826
 """The standard deviation of normal data is 1.4826 times its median absolute deviation."""
 NOISE_HISTORY = 30
 """Samples the jitter is estimated over (at least the window): ten are too few for a median."""
-MIN_RISE_OF_FLOOR = 0.5
-"""A rise (``diff``) must also be at least half the rule's floor: the floor says which level
-matters, and a rise from 9.5 % to 12 % CPU against a 10 % floor does not."""
+MIN_RISE_OF_FLOOR = 1.0
+"""A rise (``diff``) must also be at least the rule's floor: the floor says which level
+matters, and a rise smaller than it does not either (CPU from 14 % to 22 % for one second
+against a 10 % floor, seen under steady traffic at a 1 s interval)."""
 
 Reason = Literal["abs", "diff", "rise", "manual"]
 

@@ -56,8 +56,6 @@ ThreadSample = tuple[float, float, list[str]]
 
 EntryReader = Callable[[FrameType, "FrameType | None"], "Context | None"]
 _QUEUE_GET = queue.Queue.get.__code__
-
-
 _CALL_OPS = frozenset({"CALL", "CALL_FUNCTION", "CALL_FUNCTION_EX", "CALL_METHOD", "CALL_KW"})
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,17 +27,6 @@ def make_autoprof(tmp_path: Path) -> Iterator[Callable[..., AutoProf]]:
     yield make
     for ap in made:
         ap.stop(timeout=10)
-
-
-def end_tracing(ap: AutoProf) -> None:
-    """The monitor's wake-up after a memory capture's least tracing time (one interval): the
-    capture, its requests all served, closes then."""
-    capture = ap.capture
-    assert capture is not None, "no capture open"
-    assert capture.complete, "the capture still wants requests"
-    ap._on_tick(time.monotonic() + 10**6)
-    assert ap.capture is None
-    assert capture.close_reason == "requests"
 
 
 def only_capture(ap: AutoProf) -> tuple[CaptureInfo, dict[str, Any]]:

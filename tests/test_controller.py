@@ -19,7 +19,7 @@ import pytest
 from autoprof import AutoProf, AutoProfWSGIMiddleware, Rule
 from autoprof import store as store_module
 from autoprof.metrics import Sample
-from tests.conftest import end_tracing, only_capture, read_file
+from tests.conftest import only_capture, read_file
 from tests.test_wsgi import call, environ
 
 held: list[bytearray] = []
@@ -67,8 +67,6 @@ def test_memory_rule_opens_capture_and_heap_report_names_allocating_line(make_au
     assert ap.capture is not None
     assert tracemalloc.is_tracing()
     serve(app, 3)
-    assert tracemalloc.is_tracing()  # held open for one interval of tracing
-    end_tracing(ap)
     info, manifest = only_capture(ap)
     assert not tracemalloc.is_tracing()  # autoprof started it, autoprof stopped it
     trigger = manifest["trigger"]
@@ -108,7 +106,6 @@ def test_someone_elses_tracemalloc_keeps_running(make_autoprof):
         monitor.observe(sample(6, 2))
         assert ap.capture is not None
         serve(app, 1)
-        end_tracing(ap)
         _, manifest = only_capture(ap)
         assert tracemalloc.is_tracing()
         assert manifest["heap"]["tracemalloc"] is True

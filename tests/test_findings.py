@@ -18,12 +18,12 @@ from pyinstrument import Profiler
 
 import autoprof
 from autoprof import AutoProfWSGIMiddleware, Rule
-from autoprof.findings import CodeClassifier, Findings, FindingsResult
+from autoprof.findings import CodeClassifier, Findings, FindingsResult, Suspect
 from autoprof.metrics import Sample
 from autoprof.rules import Trigger
 from autoprof.sampler import ThreadSampler
 from autoprof.traffic import RequestLog
-from tests.conftest import end_tracing, only_capture, read_file
+from tests.conftest import only_capture, read_file
 from tests.test_wsgi import call, environ
 
 HERE = os.path.relpath(__file__)
@@ -298,7 +298,9 @@ def growth_entry(size: int, count: int, *frames: dict[str, Any]) -> dict[str, An
 def heap_doc() -> dict[str, Any]:
     return {
         "census": {"objects": 10, "largest": [
-            {"type": "bytearray", "bytes": 64 * 2**20, "held_by": "list held by module app.cache",
+            {"type": "bytearray", "bytes": 64 * 2**20,
+             "held_by": f"local variable 'buf' of load() at {__file__}:12, running in thread "
+                        "'MainThread'",
              "frame": {"filename": __file__, "lineno": 12, "function": "load"}},
         ]},
         "growth": {"total_growth_bytes": 60 * 2**20, "top": [
@@ -331,18 +333,196 @@ def test_allocation_sites_types_and_largest_objects() -> None:
     assert [t.type for t in result.types] == ["bytearray", "dict"]
     [largest] = result.largest
     assert largest.where == f"{HERE}:12 load"
-    assert largest.held_by == "list held by module app.cache"
-    top = result.suspects[0]
-    assert (top.kind, top.where) == ("alloc", f"{HERE}:30")
-    assert "bytearray(n)" in top.what
+    assert largest.held_by is not None
+    assert largest.held_by.startswith("local variable 'buf' of load() at ")
+    [holder] = result.holders
+    assert (holder.kind, holder.name, holder.function, holder.app_file) == (
+        "local", "buf", "load", HERE)
+    assert (holder.where, holder.count, holder.bytes) == (f"{HERE}:12", 1, 64 * 2**20)
+    # What holds the memory (all of the largest objects) first, then where it grew.
+    holds, grew = result.suspects[:2]
+    assert (holds.kind, holds.what, holds.where) == ("holder", "load", f"{HERE}:12")
+    assert (grew.kind, grew.where) == ("alloc", f"{HERE}:30")
+    assert "bytearray(n)" in grew.what  # no profile saw that line run: named by its code
     text = result.render_text()
+    assert f"  1. load  {HERE}:12  holds 64.0 MiB in local 'buf' (bytearray) [largest" in text
     assert "+45.0 MiB in +5 blocks" in text
     assert "bytearray: +5 objects, +45.0 MiB" in text
+    assert f"  64.0 MiB in bytearray, held by local 'buf' of load  {HERE}:12\n" in text
     # Absent keys (no census, no growth report, no grew_since) are normal.
     bare = build(Findings(CodeClassifier()), heap={"census": {"objects": 1}, "growth": None},
                  trigger=MEM_TRIGGER)
     assert (bare.allocations, bare.types, bare.largest, bare.growth_bytes) == ([], [], [], None)
     assert "Heap growth" not in bare.render_text()
+
+
+# -- what holds the memory ------------------------------------------------------------
+
+MIB = 2**20
+LEAKED_RECORDS: list[bytearray] = []
+
+
+def build_report(seconds: float) -> int:
+    """Holds a big buffer while it works (the one-off big allocation)."""
+    report_buffer = bytearray(1024)  # REPORT-LINE
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:  # REPORT-HOLD-LINE
+        report_buffer[0] = sum(i for i in range(300)) % 256
+    return len(report_buffer)
+
+
+def remember_request(n: int) -> int:
+    """Keeps a record for good (the steady leak); the sum takes the time, on this one line."""
+    LEAKED_RECORDS.append(bytearray(sum(i * i for i in range(n)) % 64))  # LEAK-LINE
+    return len(LEAKED_RECORDS)
+
+
+def suspect_lines(text: str) -> list[str]:
+    block = text.split("Suspects:\n", 1)[1].split("\n\n", 1)[0]
+    return block.splitlines()
+
+
+def big(size: int, held_by: str, frame_: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "bytearray", "bytes": size, "held_by": held_by, "frame": frame_}
+
+
+def test_the_function_holding_a_big_object_is_the_suspect() -> None:
+    hold_line = line_of("# REPORT-HOLD-LINE")
+    findings = Findings(CodeClassifier())
+    findings.add_profile("before-trigger", profiled(build_report, 0.1))
+    heap = {
+        "census": {"objects": 10, "largest": [big(
+            350 * MIB,
+            f"local variable 'report_buffer' of build_report() at {__file__}:{hold_line}, "
+            "running in thread 'AnyIO worker thread'",
+            {"filename": __file__, "lineno": hold_line, "function": "build_report"},
+        )]},
+        "grew_since": {"baseline": "warm-up", "types": [
+            {"type": "bytearray", "count_diff": 4, "bytes_diff": 350 * MIB},
+            {"type": "str", "count_diff": 13892, "bytes_diff": 1200 * 1024},
+        ]},
+    }
+    for trigger in (MEM_TRIGGER, {"metric": "rss", "description": "rss rule fired"}):
+        result = build(findings, heap=heap, trigger=trigger)
+        text = result.render_text()
+        first, second, *_ = suspect_lines(text)
+        # The holder leads, at the line it is running; its hot profile is the same suspect.
+        assert first.startswith(
+            f"  1. build_report  {HERE}:{hold_line}  holds 350.0 MiB in local 'report_buffer' "
+            "(bytearray); hot: self "
+        ), text
+        assert first.endswith(" [largest objects, before-trigger]"), text
+        assert result.suspects[0].kind == "holder"
+        # The type that grew is the same bytes: below the function that holds them.
+        assert second == (
+            "  2. bytearray  grew +4 objects, +350.0 MiB; see build_report [types grown]")
+        assert sum("build_report" in line for line in suspect_lines(text)) == 2
+    # For a CPU rule the profile leads, and the holder still joins it.
+    cpu = build(findings, heap=heap)
+    top = cpu.suspects[0]
+    assert (top.kind, top.what, top.where) == ("hot", "build_report",
+                                               f"{HERE}:{line_of('def build_report(')}")
+    assert "holds 350.0 MiB in local 'report_buffer'" in top.detail
+
+
+def test_a_global_list_of_leaked_objects_is_one_suspect_with_the_line_that_fills_it() -> None:
+    leak_line = line_of("# LEAK-LINE")
+    findings = Findings(CodeClassifier())
+    findings.add_profile("request-1", profiled(remember_request, 400_000))
+    LEAKED_RECORDS.clear()
+    [hot] = [h for h in build(findings).profiles[0].hot if h.function == "remember_request"]
+    assert hot.hot_line == leak_line
+    held_by = f"global LEAKED_RECORDS of module {__name__} (inside list)"
+    census = {"objects": 10, "largest": [big(4 * MIB, held_by) for _ in range(5)]}
+    code = Path(__file__).read_text().splitlines()[leak_line - 1].strip()
+    heap = {
+        "census": census,
+        "growth": {"total_growth_bytes": 20 * MIB, "top": [
+            growth_entry(20 * MIB, 5, frame(__file__, leak_line, "", code),
+                         frame(__file__, 40, "", "remember_request(4)")),
+        ]},
+        "grew_since": {"baseline": "warm-up", "types": [
+            {"type": "bytearray", "count_diff": 17, "bytes_diff": 68 * MIB},
+        ]},
+    }
+    result = build(findings, heap=heap, trigger=MEM_TRIGGER)
+    [holder] = result.holders
+    assert (holder.kind, holder.name, holder.module, holder.app_file) == (
+        "global", "LEAKED_RECORDS", __name__, HERE)
+    assert (holder.count, holder.bytes, holder.types, holder.via) == (
+        5, 20 * MIB, {"bytearray": 5}, "inside list")
+    text = result.render_text()
+    first, second = suspect_lines(text)
+    assert first.startswith(
+        f"  1. remember_request  {HERE}:{leak_line}  allocated +20.0 MiB in +5 blocks; "
+        f"global LEAKED_RECORDS holds 20.0 MiB; hot: self "
+    ), text
+    assert first.endswith(" [heap growth, largest objects, requests]"), text
+    # The code closes the detail (the manifest's, and the admin page's); this line had no
+    # room left for it.
+    assert result.suspects[0].detail.endswith(f"; {code.split('  # ')[0]}")  # no comment
+    assert first.endswith("; ... [heap growth, largest objects, requests]"), text
+    assert second == (
+        "  2. bytearray  grew +17 objects, +68.0 MiB; see remember_request [types grown]")
+    assert "  20.0 MiB in 5 bytearray, held by global LEAKED_RECORDS of " in text
+
+    # Without the growth report the global is its own suspect, named by the global.
+    result = build(findings, heap={"census": census}, trigger=MEM_TRIGGER)
+    assert suspect_lines(result.render_text())[0] == (
+        f"  1. global LEAKED_RECORDS of {__name__}  holds 20.0 MiB in 5 bytearray "
+        "(inside list) [largest objects]"
+    )
+
+
+def test_largest_objects_with_one_holder_are_one_suspect() -> None:
+    pool = "attribute buffers of a ConnectionPool object (inside list)"
+    census = {"objects": 10, "largest": [
+        big(8 * MIB, pool), big(6 * MIB, "global _CACHE of module json (inside dict['k'])"),
+        big(4 * MIB, pool), big(4 * MIB, "holder not found (a C extension, or a temporary)"),
+        big(4 * MIB, pool),
+    ]}
+    result = build(Findings(CodeClassifier()), heap={"census": census}, trigger=MEM_TRIGGER)
+    assert len(result.largest) == 5
+    assert [(h.kind, h.count, h.bytes) for h in result.holders] == [
+        ("other", 3, 16 * MIB), ("global", 1, 6 * MIB), ("unknown", 1, 4 * MIB)]
+    assert result.holders[1].app_file is None  # json is not the app's
+    assert suspect_lines(result.render_text()) == [
+        "  1. attribute buffers of a ConnectionPool object  holds 16.0 MiB in 3 bytearray "
+        "(inside list) [largest objects]",
+        "  2. global _CACHE of json  holds 6.0 MiB in bytearray (inside dict['k']) "
+        "[largest objects]",
+        "  3. bytearray  4.0 MiB, holder not found (a C extension, or a temporary) "
+        "[largest objects]",
+    ]
+
+
+def test_a_suspect_line_clips_only_its_trailing_detail() -> None:
+    detail = ("allocated +20.0 MiB in +5 blocks; global LEAKED_RECORDS holds 20.0 MiB; "
+              "records[key] = make_record(request, with_headers=True, compressed=False)")
+    suspect = Suspect(rank=1, kind="alloc", what="remember_request", where="app.py:49",
+                      detail=detail, evidence=["heap growth", "largest objects", "requests"],
+                      score=1.2)
+    assert suspect.line() == (
+        "  1. remember_request  app.py:49  allocated +20.0 MiB in +5 blocks; global "
+        "LEAKED_RECORDS holds 20.0 MiB; records[key] = make_record(request... "
+        "[heap growth, largest objects, requests]")
+    assert len(suspect.line().split(" [")[0]) <= 150
+    # No word boundary in the room left: the last part is left out, not cut inside a word.
+    code = "records[key] = make_record(request, with_headers=True, compressed=False)"
+    suspect.detail = detail.replace(code, code.replace(" ", ""))
+    assert suspect.line().endswith("holds 20.0 MiB; ... [heap growth, largest objects, requests]")
+
+    # A middle part that does not fit is left out whole, with what follows it.
+    suspect.detail = ("holds 350.0 MiB in local 'report_buffer' (bytearray); "
+                      "a middle part much too long to fit " + "y" * 80 + "; hot: self 60%")
+    assert suspect.line(width=120) == (
+        "  1. remember_request  app.py:49  holds 350.0 MiB in local "
+        "'report_buffer' (bytearray); ... [heap growth, largest objects, requests]")
+    # What and where are never shortened, however long; the detail keeps some words.
+    suspect.what = "global A_VERY_LONG_GLOBAL_NAME_THAT_NOBODY_WANTS_CUT of " + "pkg." * 30 + "m"
+    line = suspect.line()
+    assert line.startswith(f"  1. {suspect.what}  app.py:49  holds 350.0 MiB in local ")
+    assert "..." in line
 
 
 # -- ranking and text -------------------------------------------------------------------
@@ -352,6 +532,7 @@ def test_ranking_follows_the_rule_that_fired_and_agreeing_evidence() -> None:
     findings = Findings(CodeClassifier())
     findings.add_profile("request-1", profiled(burn, 0.1))
     heap = heap_doc()
+    heap["census"] = {}  # what holds memory is ranked in the tests below
     cpu = build(findings, heap=heap)
     mem = build(findings, heap=heap, trigger=MEM_TRIGGER)
     assert cpu.suspects[0].what == "burn"
@@ -477,7 +658,6 @@ def mem_capture(make_autoprof: Any) -> Any:
         _, result = call(app, environ("/grow"))
         assert b"".join(result) == b"ok"
         result.close()  # type: ignore[attr-defined]
-    end_tracing(ap)
     try:
         return only_capture(ap)
     finally:

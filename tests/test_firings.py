@@ -195,3 +195,26 @@ def test_a_firing_that_found_the_capture_closing_gets_its_own(make_autoprof, mon
     second.close("test")
     ap.flush(30)
     assert len(ap.store.captures()) == 2
+
+
+def test_a_slow_route_and_an_error_burst_in_the_same_interval_both_get_profiled(make_autoprof):
+    ap = make_autoprof(**{**QUIET, "latency_rule": Rule(min=20, diff=100),
+                          "error_rate_rule": Rule(min=5, diff=100, abs=50)},
+                       window=2, rule_min_requests=2, requests=1)
+    shop = Shop()
+    app = AutoProfWSGIMiddleware(shop, autoprof=ap)
+    traffic = ["/orders/1", "/items/1", "/items/2", "/orders/2"]
+    for t in (1, 2):
+        serve_interval(app, traffic)
+        tick(ap, t)
+    shop.slow = shop.broken = True
+    serve_interval(app, traffic, raising=True)
+    tick(ap, 3)
+    capture = ap.capture
+    assert capture is not None
+    assert [f.trigger.metric for f in capture.fired] == ["error_rate", "latency"]
+    serve_interval(app, ["/orders/3", "/items/3", "/orders/4", "/items/4"], raising=True)
+    _, manifest = only_capture(ap)
+    assert sorted(r["path"] for r in manifest["requests"]) == ["/items/3", "/orders/3"]
+    latency = manifest["rules_fired"][1]
+    assert latency["evidence"][0] == "1 request profiles of GET /items/{item_id}"

@@ -17,7 +17,7 @@ import autoprof.capture
 import autoprof.store
 from autoprof import AutoProf, AutoProfWSGIMiddleware, Rule
 from autoprof.metrics import Sample
-from tests.conftest import end_tracing, only_capture
+from tests.conftest import only_capture
 from tests.test_asgi import spin
 from tests.test_wsgi import call, environ
 
@@ -107,7 +107,6 @@ def test_tracemalloc_already_started_by_someone_else_is_shared(make_autoprof):
     try:
         mem_trigger(ap)
         serve(app, 1)
-        end_tracing(ap)
         _, manifest = only_capture(ap)
         assert tracemalloc.is_tracing()
         assert tracemalloc.get_traceback_limit() == 2

@@ -136,9 +136,10 @@ def test_each_route_is_judged_against_its_own_baseline() -> None:
     for t in range(1, 4):  # warm-up: a fast route and a route that is always slow
         assert rules.observe({"GET /fast": 10, "GET /report": 900}, t) == []
     assert rules.observe({"GET /fast": 15, "GET /report": 1000}, 4) == []  # nothing new
-    fired = rules.observe({"GET /fast": 60, "GET /report": 950}, 5)
+    fired = rules.observe({"GET /fast": 70, "GET /report": 950}, 5)
     assert [(t.subject, t.reason) for t in fired] == [("GET /fast", "diff")]
-    assert fired[0].threshold == pytest.approx(50)  # 2 x 11.7 ms average, under the floor
+    # 2 x its 11.7 ms average would be 23.3 ms: a rise must also be at least the 50 ms floor
+    assert fired[0].threshold == pytest.approx(35 / 3 + 50)
     rules.start_cooldown(fired)
     assert rules.observe({"GET /fast": 500}, 10) == []  # its cooldown
     assert rules.observe({"GET /fast": 500, "GET /report": 5000}, 11)[0].subject == "GET /report"

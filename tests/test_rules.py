@@ -56,14 +56,14 @@ def test_no_firing_during_warm_up_even_over_abs():
 
 
 def test_sudden_rise_over_average_fires_with_diff_reason():
-    state = RuleState("cpu", Rule(min=10, diff=25, abs=None), window=4, cooldown=0)
+    state = RuleState("cpu", Rule(min=5, diff=25, abs=None), window=4, cooldown=0)
     fired = feed(state, [20, 20, 20, 20, 24, 27])
     assert [i for i, _ in fired] == [5]
     trigger = fired[0][1]
     assert trigger.reason == "diff"
     assert trigger.average == pytest.approx(21.0)  # 20, 20, 20, 24: excludes the 27
     assert trigger.threshold == pytest.approx(21.0 * 1.25)
-    assert "27.0% >= 26.2% (21.0% average +25%; floor 10%)" in trigger.describe()
+    assert "27.0% >= 26.2% (21.0% average +25%; floor 5%)" in trigger.describe()
     assert trigger.value == 27
 
 
@@ -88,11 +88,14 @@ def test_floor_blocks_rises_below_min():
     state = RuleState("mem", Rule(min=10, diff=25, abs=80), window=3, cooldown=0)
     # tripling from 2% to 6% is a huge rise, but under the 10% floor
     assert feed(state, [2, 2, 2, 6]) == []
-    assert [i for i, _ in feed(state, [12], start=4)] == [0]
+    again = RuleState("mem", Rule(min=10, diff=25, abs=80), window=3, cooldown=0)
+    feed(again, [2, 2, 2, 6])
+    assert feed(state, [12], start=4) == []  # over the floor, but a rise smaller than it
+    assert [i for i, _ in feed(again, [14], start=4)] == [0]
 
 
 def test_a_rise_must_stand_out_of_the_windows_jitter():
-    state = RuleState("cpu", Rule(min=10, diff=25, abs=None), window=6, cooldown=0)
+    state = RuleState("cpu", Rule(min=5, diff=25, abs=None), window=6, cooldown=0)
     steady = [10.5, 12.0, 9.5, 11.5, 10.0, 12.5]  # steady traffic at a short interval
     assert feed(state, steady) == []
     average = sum(steady) / 6
@@ -102,7 +105,7 @@ def test_a_rise_must_stand_out_of_the_windows_jitter():
     spike = feed(state, [30], start=7)  # a real spike
     assert [i for i, _ in spike] == [0]
     assert "average +25% and past its recent jitter" in spike[0][1].describe()
-    one_spike = RuleState("cpu", Rule(min=10, diff=25, abs=None), window=6, cooldown=0)
+    one_spike = RuleState("cpu", Rule(min=5, diff=25, abs=None), window=6, cooldown=0)
     feed(one_spike, [10, 10, 10, 10, 10, 60])  # one earlier spike does not mask the next
     assert [i for i, _ in feed(one_spike, [40], start=6)] == [0]
 
@@ -150,7 +153,7 @@ def test_threshold_reports_smallest_firing_value():
     assert state.threshold() == pytest.approx(50)
     state2 = RuleState("cpu", Rule(min=10, diff=25, abs=70), window=2, cooldown=0)
     feed(state2, [4, 4])
-    assert state2.threshold() == 10  # the floor dominates
+    assert state2.threshold() == 14  # a rise must be at least the floor
     state3 = RuleState("cpu", Rule(min=10, diff=25, abs=70), window=2, cooldown=0)
     feed(state3, [64, 64])
     assert state3.threshold() == 70  # abs is lower than 64 * 1.25

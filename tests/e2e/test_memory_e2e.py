@@ -48,6 +48,13 @@ def check_clean(server: Server, capture: CaptureDir) -> None:
     assert "autoprof internal error" not in server.log(), server.log_tail()
 
 
+def summary_suspects(capture: CaptureDir) -> list[str]:
+    """The numbered suspects of the capture's summary.txt, strongest first."""
+    text = capture.read(f"{capture.id}_summary.txt")
+    block = text.split("Suspects:\n", 1)[1].split("\n\n", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.strip()[:1].isdigit()]
+
+
 def test_steady_leak_is_caught_by_rss_growth_and_the_heap_report_names_it(serve: Serve) -> None:
     server = serve(APP, **SETTINGS)
     spike = server.spike_until("/leak", {"mib": 4}, rss_capture, max_calls=150, pause=0.1)
@@ -81,6 +88,9 @@ def test_steady_leak_is_caught_by_rss_growth_and_the_heap_report_names_it(serve:
     assert largest[0]["bytes"] >= 4 * MIB
     assert largest[0]["held_by"] == f"global LEAKED_RECORDS of module {MODULE} (inside list)"
     assert f"global LEAKED_RECORDS of module {MODULE}" in text
+    suspects = summary_suspects(capture)
+    assert suspects[0].startswith(f"1. remember_request  {APP_FILE}:{line}  allocated +"), suspects
+    assert "global LEAKED_RECORDS holds" in suspects[0], suspects
     check_clean(server, capture)
 
 
@@ -124,4 +134,8 @@ def test_one_request_holding_a_big_buffer_is_caught_and_its_holder_named(serve: 
     assert frame["lineno"] == line
     assert f"{APP_FILE}:{line}" in text
     assert "report_buffer" in text
+    suspects = summary_suspects(capture)
+    assert suspects[0].startswith(
+        f"1. build_big_report  {APP_FILE}:{line}  holds 350.0 MiB in local 'report_buffer'"
+    ), suspects
     check_clean(server, capture)
