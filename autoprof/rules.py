@@ -76,7 +76,11 @@ class Trigger:
             why = f"{average:.1f}{unit} average +{diff:g}%"
             plain = max(self.rule.min, average * (1 + diff / 100))
             if self.threshold is not None and self.threshold > plain * (1 + 1e-9):
-                why += " and past its recent jitter"
+                floor_rise = self.rule.min * MIN_RISE_OF_FLOOR
+                if math.isclose(self.threshold - average, floor_rise, rel_tol=1e-9):
+                    why = f"{average:.1f}{unit} average + a rise of at least the floor"
+                else:
+                    why += " and past its recent jitter"
         about = f" of {self.subject}" if self.subject else ""
         baseline = self.detail.get("baseline_mib")
         over = (

@@ -154,6 +154,11 @@ def test_threshold_reports_smallest_firing_value():
     state2 = RuleState("cpu", Rule(min=10, diff=25, abs=70), window=2, cooldown=0)
     feed(state2, [4, 4])
     assert state2.threshold() == 14  # a rise must be at least the floor
+    trigger = state2.observe(15, 3)
+    assert trigger is not None
+    assert "15.0% >= 14.0% (4.0% average + a rise of at least the floor; floor 10%)" in (
+        trigger.describe()
+    )
     state3 = RuleState("cpu", Rule(min=10, diff=25, abs=70), window=2, cooldown=0)
     feed(state3, [64, 64])
     assert state3.threshold() == 70  # abs is lower than 64 * 1.25
