@@ -143,23 +143,32 @@ def _captures(dump_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
-def one_run(metric: str, params: Params, workdir: Path, index: int) -> dict[str, Any]:
-    """Start a server, spike ``metric`` once, and time the trigger and the dump."""
-    interval, window = params.detect_interval, params.detect_window
-    capture_timeout = 10 * interval + 5
-    run_dir = workdir / f"detect-{metric}-{index}"
+def detect_server(kind: str, params: Params, workdir: Path, index: int) -> tuple[Server, Path]:
+    """The detection app under uvicorn, configured for ``kind`` (a METRIC_ENV key), not yet
+    ready; and its dump directory."""
+    interval = params.detect_interval
+    run_dir = workdir / f"detect-{kind}-{index}"
     run_dir.mkdir(parents=True)
     dump_dir = run_dir / "dumps"
     env = clean_env({
         "AUTOPROF_DUMP_DIR": str(dump_dir),
         "AUTOPROF_COLLECT_INTERVAL": str(interval),
-        "AUTOPROF_WINDOW": str(window),
-        "AUTOPROF_CAPTURE_TIMEOUT": str(capture_timeout),
-        **METRIC_ENV[metric],
+        "AUTOPROF_WINDOW": str(params.detect_window),
+        "AUTOPROF_CAPTURE_TIMEOUT": str(10 * interval + 5),
+        **METRIC_ENV[kind],
     })
     port = free_port()
-    server = Server(f"detect-{metric}", uvicorn_command("detect_server", port), env, port,
+    server = Server(f"detect-{kind}", uvicorn_command("detect_server", port), env, port,
                     run_dir / "server.log")
+    return server, dump_dir
+
+
+def one_run(metric: str, params: Params, workdir: Path, index: int) -> dict[str, Any]:
+    """Start a server, spike ``metric`` once, and time the trigger and the dump."""
+    interval, window = params.detect_interval, params.detect_window
+    capture_timeout = 10 * interval + 5
+    server, dump_dir = detect_server(metric, params, workdir, index)
+    port = server.port
     try:
         server.wait_ready()
         with Traffic(port):
@@ -227,19 +236,8 @@ def leak_run(params: Params, workdir: Path, index: int) -> dict[str, Any]:
     rule that fires and the first dump that holds memory evidence."""
     interval, window = params.detect_interval, params.detect_window
     capture_timeout = 10 * interval + 5
-    run_dir = workdir / f"detect-leak-{index}"
-    run_dir.mkdir(parents=True)
-    dump_dir = run_dir / "dumps"
-    env = clean_env({
-        "AUTOPROF_DUMP_DIR": str(dump_dir),
-        "AUTOPROF_COLLECT_INTERVAL": str(interval),
-        "AUTOPROF_WINDOW": str(window),
-        "AUTOPROF_CAPTURE_TIMEOUT": str(capture_timeout),
-        **METRIC_ENV["leak"],
-    })
-    port = free_port()
-    server = Server("detect-leak", uvicorn_command("detect_server", port), env, port,
-                    run_dir / "server.log")
+    server, dump_dir = detect_server("leak", params, workdir, index)
+    port = server.port
     found: tuple[Path, dict[str, Any], dict[str, Any]] | None = None
     rss_at_dump = 0
     leak = Leak(port)
