@@ -13,7 +13,7 @@ from anyio import CapacityLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from autoprof.admin import AdminApp, AdminRequest
-from autoprof.admin.http import MAX_BODY, mount_base
+from autoprof.admin.http import MAX_BODY, mount_base, parse_content_length
 from autoprof.capture import ProfiledRequest
 from autoprof.controller import AutoProf
 
@@ -146,7 +146,7 @@ class AutoProfMiddleware:
         if not self.autoprof.running:
             self.autoprof.ensure_started()
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        body: bytes | None = b""
+        body: bytes | int = b""
         if scope["method"] == "POST":
             body = await _read_body(receive, headers)
         client = scope.get("client")
@@ -156,13 +156,13 @@ class AutoProfMiddleware:
             base=mount_base(scope.get("root_path", ""), admin.prefix),
             query_string=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
-            body=body or b"",
+            body=body if isinstance(body, bytes) else b"",
             client=client[0] if client else None,
             secure=scope.get("scheme") == "https",
             native=scope,
         )
-        if body is None:
-            response = admin.body_too_large(request)
+        if isinstance(body, int):
+            response = admin.refuse_body(request, body)
         else:
             if self._admin_limiter is None:
                 self._admin_limiter = CapacityLimiter(ADMIN_THREADS)
@@ -174,11 +174,16 @@ class AutoProfMiddleware:
         await send({"type": "http.response.body", "body": response.body})
 
 
-async def _read_body(receive: Receive, headers: list[tuple[str, str]]) -> bytes | None:
-    """The request body, or None once it exceeds :data:`MAX_BODY` (the rest is not read)."""
+async def _read_body(receive: Receive, headers: list[tuple[str, str]]) -> bytes | int:
+    """The request body, or the status refusing it: 400 for an invalid Content-Length, 413
+    once it exceeds :data:`MAX_BODY` (the rest is not read)."""
     declared = next((v for k, v in headers if k.lower() == "content-length"), None)
-    if declared is not None and (not declared.strip().isdigit() or int(declared) > MAX_BODY):
-        return None
+    if declared is not None:
+        length = parse_content_length(declared)
+        if length is None:
+            return 400
+        if length > MAX_BODY:
+            return 413
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -188,7 +193,7 @@ async def _read_body(receive: Receive, headers: list[tuple[str, str]]) -> bytes 
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
-            return None
+            return 413
         chunks.append(chunk)
         if not message.get("more_body", False):
             break

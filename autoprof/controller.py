@@ -66,7 +66,10 @@ class AutoProf:
         self.requests: RequestLog | None = None
         self._track_requests()
         self.errors = ErrorLog()
-        self.store = self._make_store()
+        self._store: DumpStore | None = None
+        #: Why the dump directory was refused (capturing is then off); None if it was not.
+        self.store_refused: str | None = None
+        self._store_lock = threading.Lock()
         #: Requests in flight: id(scope or environ) -> (scope or environ, perf_counter at start,
         #: ident of the thread that took it).
         self.inflight: dict[int, tuple[Any, float, int]] = {}
@@ -126,11 +129,34 @@ class AutoProf:
             )
         return autoprof
 
-    def _make_store(self) -> DumpStore:
-        settings = self.settings
-        return DumpStore(
-            settings.dump_dir, max_bytes=settings.max_bytes, max_captures=settings.max_captures
-        )
+    def dump_store(self) -> DumpStore | None:
+        """The dump store, opened at first use (so after ``init_app`` has configured it); None
+        if its directory was refused (:attr:`store_refused` says why): capturing is then off,
+        logged and counted once, and the app runs on."""
+        store = self._store
+        if store is not None or self.store_refused is not None:
+            return store
+        with self._store_lock:
+            if self._store is None and self.store_refused is None:
+                settings = self.settings
+                try:
+                    self._store = DumpStore(
+                        settings.dump_dir,
+                        max_bytes=settings.max_bytes,
+                        max_captures=settings.max_captures,
+                    )
+                except (ValueError, OSError) as exc:
+                    self.store_refused = f"{exc}; capturing is off"
+                    self.errors.record("store.dump_dir", exc)
+            return self._store
+
+    @property
+    def store(self) -> DumpStore:
+        """The dump store (see :meth:`dump_store`); :class:`ConfigError` if it was refused."""
+        store = self.dump_store()
+        if store is None:
+            raise ConfigError(f"autoprof: {self.store_refused}")
+        return store
 
     def configure(self, **options: Any) -> None:
         """Change options before the monitor has started (used by ``init_app``)."""
@@ -138,7 +164,9 @@ class AutoProf:
             raise ConfigError("autoprof is already running; configure it before the first request")
         self.settings = self.settings.replace(**options)
         self._track_requests()
-        self.store = self._make_store()
+        with self._store_lock:
+            self._store = None
+            self.store_refused = None
 
     def _track_requests(self) -> None:
         settings = self.settings
@@ -175,6 +203,7 @@ class AutoProf:
             self.running = True
             if not self.settings.enabled:
                 return
+            self.dump_store()  # a refused dump directory is reported now, not at a firing
             try:
                 monitor = Monitor(
                     self.settings,
@@ -444,6 +473,10 @@ class AutoProf:
             return None
         evidence = evidence or {}
         acted = {} if acted is None else acted
+        store = self.dump_store()
+        if store is None:
+            _log_triggers(triggers, "no capture: the dump directory was refused")
+            return None
         with self._lock:
             if self.capture is not None:
                 self._join(self.capture, triggers, sample, evidence, acted)
@@ -462,7 +495,7 @@ class AutoProf:
                            f"captures in the last {settings.captures_window:g}s already")
                 return None
             try:
-                writer = self.store.begin(
+                writer = store.begin(
                     metric=first.metric.replace("_", "-"), reason=reason or first.reason
                 )
             except Exception as exc:
@@ -518,7 +551,7 @@ class AutoProf:
         _log_triggers(
             triggers,
             f"capture {capture.id}: {what} (at most {settings.capture_timeout:g}s) into "
-            f"{self.store.directory}",
+            f"{store.directory}",
         )
         return capture
 
@@ -688,7 +721,8 @@ class AutoProf:
             "scheduling_stalls": self.scheduling_stalls,
             "flight_recorder": self._recorder.info() if self._recorder is not None else None,
             "captures_written": self.captures_written,
-            "dump_dir": str(self.store.directory),
+            "dump_dir": os.path.abspath(self.settings.dump_dir),
+            "dump_dir_refused": self.store_refused,
             "errors": self.errors.snapshot(),
         }
 

@@ -57,8 +57,8 @@ def admin_blueprint(admin: AdminApp) -> Blueprint:
     def admin_view(sub: str = "") -> Response:
         sub_path = admin.sub_path(request.path)
         assert sub_path is not None  # every rule, and _claim_prefix, is below the prefix
-        adapted, body_ok = admin_request(admin, sub_path, request.environ, request.stream)
-        answer = admin.handle(adapted) if body_ok else admin.body_too_large(adapted)
+        adapted, refused = admin_request(admin, sub_path, request.environ, request.stream)
+        answer = admin.handle(adapted) if refused is None else admin.refuse_body(adapted, refused)
         request.environ[HEADERS_KEY] = [
             (k, v) for k, v in answer.headers if k.lower() in SECURITY_HEADER_NAMES
         ]

@@ -36,7 +36,7 @@ from pyinstrument.frame import DUMMY_ROOT_FRAME_IDENTIFIER
 from pyinstrument.session import Session
 
 from autoprof import stacks
-from autoprof.sampler import WAITING_CPU_SHARE, call_stack, thread_cpu_time
+from autoprof.sampler import WAITING_CPU_SHARE, call_stack, thread_cpu_time, thread_root
 
 __all__ = ["BlockEvent", "LoopWatchdog"]
 
@@ -420,7 +420,7 @@ class LoopWatchdog:
         frame = sys._current_frames().get(self.loop_thread)
         now = time.perf_counter()
         if event is None:
-            self._root = f"{self._thread_name()}\x00<thread>\x00{self.loop_thread}"
+            self._root = thread_root(self._thread_name(), self.loop_thread)
             self._last_sample = ping.sent
             self._detected = time.perf_counter()
             self._cpu_start = thread_cpu_time(self.loop_thread)

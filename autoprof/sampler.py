@@ -22,6 +22,7 @@ from __future__ import annotations
 import dis
 import functools
 import queue
+import re
 import sys
 import threading
 import time
@@ -148,6 +149,27 @@ def thread_cpu_time(ident: int) -> float | None:
 
 _IDENTIFIERS: dict[tuple[CodeType, int], str] = {}
 _IDENTIFIERS_MAX = 50_000
+# pyinstrument's HTML embeds the frame tree as JSON in a <script> element, and JSON leaves
+# "<" alone: "</" (an end tag) or "<!" (a comment opener, after which "<script" swallows the
+# real end tag) would let a name take over the page. The separators pyinstrument splits an
+# identifier on (\x00, \x01) and other control characters must not come from a name either.
+_FRAME_UNSAFE = re.compile(r"<(?=[/!])|[\x00-\x1f\x7f]")
+
+
+def _frame_safe_char(match: re.Match[str]) -> str:
+    return "\u2039" if match[0] == "<" else "?"
+
+
+def frame_text(text: str) -> str:
+    """``text`` (a thread, function or file name) made safe as part of a frame identifier:
+    "<" before "/" or "!" becomes "\u2039", control characters "?"; anything else is kept, so
+    ``<module>`` and ``<frozen importlib._bootstrap>`` read (and match) as before."""
+    return _FRAME_UNSAFE.sub(_frame_safe_char, text)
+
+
+def thread_root(name: str, ident: int) -> str:
+    """The root frame identifier of a thread in an all-threads profile."""
+    return f"{frame_text(name)}\x00<thread>\x00{ident}"
 
 
 def frame_identifier(frame: FrameType) -> str:
@@ -165,7 +187,10 @@ def frame_identifier(frame: FrameType) -> str:
         if len(_IDENTIFIERS) >= _IDENTIFIERS_MAX:
             _IDENTIFIERS.clear()
         name = getattr(code, "co_qualname", code.co_name)
-        found = f"{name}\x00{code.co_filename}\x00{code.co_firstlineno}\x01l{key[1]}"
+        found = (
+            f"{frame_text(name)}\x00{frame_text(code.co_filename)}"
+            f"\x00{code.co_firstlineno}\x01l{key[1]}"
+        )
         _IDENTIFIERS[key] = found
     return found
 
@@ -351,7 +376,7 @@ class ThreadSampler:
             name = thread.name if thread is not None else "<unknown>"
             root = self._roots.get(ident)
             if root is None or root[0] != name:  # one shared string per thread, not per pass
-                root = self._roots[ident] = (name, f"{name}\x00<thread>\x00{ident}")
+                root = self._roots[ident] = (name, thread_root(name, ident))
             stack = call_stack(frame, root[1], limit=self.max_depth)
             if previous is not None and cpu is not None and (
                 cpu - previous < WAITING_CPU_SHARE * elapsed

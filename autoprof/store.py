@@ -120,6 +120,14 @@ def _is_regular(path: Path) -> bool:
         return False
 
 
+def _is_own_regular(path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
+
+
 def _tree_bytes(path: str) -> int:
     """Bytes of the regular files under ``path`` (symlinks are not followed)."""
     total = 0
@@ -137,8 +145,9 @@ def _tree_bytes(path: str) -> int:
 
 
 def _scan_capture(path: Path) -> tuple[list[str], int] | None:
-    """(names, total bytes) of the regular non-dot files in a capture directory, or None if
-    it is gone or was renamed away (to trash) while being read.
+    """(names, total bytes) of the regular non-dot files of this uid in a capture directory
+    of this uid, or None if it is not, is gone, or was renamed away (to trash) while being
+    read.
 
     Deleters rename a capture before removing any file, so if ``path`` still names the
     directory we read once we are done, what we read was complete.
@@ -149,16 +158,21 @@ def _scan_capture(path: Path) -> tuple[list[str], int] | None:
         return None
     files: list[str] = []
     size = 0
+    uid = os.getuid()
     try:
         opened = os.fstat(fd)
+        if opened.st_uid != uid:
+            return None
         with os.scandir(fd) as entries:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     if entry.is_file(follow_symlinks=False):
-                        size += entry.stat(follow_symlinks=False).st_size
-                        files.append(entry.name)
+                        st = entry.stat(follow_symlinks=False)
+                        if st.st_uid == uid:
+                            size += st.st_size
+                            files.append(entry.name)
     finally:
         os.close(fd)
     try:
@@ -236,8 +250,9 @@ class DumpStore:
     """A dump directory holding complete captures, within ``max_bytes`` and ``max_captures``.
 
     The directory is created (0700, parents too) if missing, and must be a real directory owned
-    by this process's uid; group/other permission bits are removed. Several processes may share
-    it. Methods are thread-safe.
+    by this process's uid and writable by it alone (:class:`ValueError` otherwise); group/other
+    read bits are removed. Only capture directories and files owned by this uid are listed or
+    served. Several processes (of one uid) may share it. Methods are thread-safe.
     """
 
     def __init__(
@@ -279,6 +294,14 @@ class DumpStore:
             raise ValueError(
                 f"dump directory {path} is owned by uid {st.st_uid}, not by this process "
                 f"(uid {uid}): choose another dump_dir or fix its owner"
+            )
+        if st.st_mode & 0o022:
+            # Whatever others planted while they could write here stays theirs; tightening the
+            # mode would not take it back, and retention would delete under their names.
+            raise ValueError(
+                f"dump directory {path} is writable by others (mode "
+                f"{stat.S_IMODE(st.st_mode):o}): create a private one (mkdir -m 700) or check "
+                f"what is in it, then chmod 700 {path}"
             )
         if st.st_mode & 0o077:
             os.chmod(path, 0o700)
@@ -343,12 +366,13 @@ class DumpStore:
         return self._load(capture_id)
 
     def file_path(self, capture_id: str, name: str) -> Path | None:
-        """Path of file ``name`` of capture ``capture_id`` if it is listed and a regular file."""
+        """Path of file ``name`` of capture ``capture_id`` if it is listed and a regular file
+        of this uid."""
         info = self.get(capture_id)
         if info is None or name not in info.files:
             return None
         path = info.path / name
-        return path if _is_regular(path) else None
+        return path if _is_own_regular(path) else None
 
     def read_manifest(self, capture_id: str) -> dict[str, Any] | None:
         """The parsed manifest of a complete capture; None if missing or not a JSON object."""
@@ -367,6 +391,7 @@ class DumpStore:
         """Names of complete-looking capture directories, newest first."""
         ids: list[str] = []
         inodes: dict[str, int] = {}
+        uid = os.getuid()
         with os.scandir(self.directory) as entries:
             for entry in entries:
                 name = entry.name
@@ -376,6 +401,10 @@ class DumpStore:
                     if not entry.is_dir(follow_symlinks=False):
                         continue
                     inode = entry.inode()
+                    if (name, inode) not in self._scanned and (
+                        entry.stat(follow_symlinks=False).st_uid != uid
+                    ):
+                        continue
                 except OSError:
                     continue
                 if (name, inode) in self._scanned or _is_regular(

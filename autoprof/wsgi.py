@@ -10,7 +10,7 @@ from threading import get_ident
 from typing import IO, TYPE_CHECKING, Any
 
 from autoprof.admin import AdminApp, AdminRequest, AdminResponse
-from autoprof.admin.http import MAX_BODY, mount_base
+from autoprof.admin.http import MAX_BODY, mount_base, parse_content_length
 from autoprof.capture import ProfiledRequest
 from autoprof.controller import AutoProf
 from autoprof.routes import ROUTE_KEY
@@ -83,8 +83,8 @@ class AutoProfWSGIMiddleware:
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
-        request, body_ok = admin_request(admin, sub_path, environ, environ.get("wsgi.input"))
-        response = admin.handle(request) if body_ok else admin.body_too_large(request)
+        request, refused = admin_request(admin, sub_path, environ, environ.get("wsgi.input"))
+        response = admin.handle(request) if refused is None else admin.refuse_body(request, refused)
         start_response(_status_line(response), response.headers)
         return [response.body]
 
@@ -136,24 +136,29 @@ def request_path(environ: WSGIEnvironment) -> str:
 
 def admin_request(
     admin: AdminApp, sub_path: str, environ: WSGIEnvironment, stream: IO[bytes] | None
-) -> tuple[AdminRequest, bool]:
-    """The admin request of a WSGI environ; False if the POST body was too large to read.
+) -> tuple[AdminRequest, int | None]:
+    """The admin request of a WSGI environ, and the status refusing its POST body if it was
+    not read (400: an invalid Content-Length, 413: too large), else None.
 
     The body is read from ``stream`` (``wsgi.input``, or Flask's ``request.stream``), at most
     :data:`MAX_BODY` bytes of it.
     """
     method = environ.get("REQUEST_METHOD", "GET").upper()
     body = b""
-    body_ok = True
+    refused: int | None = None
     if method == "POST" and stream is not None:
         declared = environ.get("CONTENT_LENGTH") or ""
-        if declared.strip().isdigit():
-            length = int(declared)
-            body_ok = length <= MAX_BODY
-            body = stream.read(length) if body_ok and length else b""
+        if declared:
+            length = parse_content_length(declared)
+            if length is None:
+                refused = 400
+            elif length > MAX_BODY:
+                refused = 413
+            elif length:
+                body = stream.read(length)
         elif environ.get("wsgi.input_terminated"):
             body = stream.read(MAX_BODY + 1)
-            body_ok = len(body) <= MAX_BODY
+            refused = 413 if len(body) > MAX_BODY else None
     headers = [
         (key[5:].replace("_", "-").lower(), value)
         for key, value in environ.items()
@@ -168,12 +173,12 @@ def admin_request(
         base=mount_base(environ.get("SCRIPT_NAME", ""), admin.prefix),
         query_string=environ.get("QUERY_STRING", ""),
         headers=headers,
-        body=body if body_ok else b"",
+        body=body if refused is None else b"",
         client=environ.get("REMOTE_ADDR"),
         secure=environ.get("wsgi.url_scheme") == "https",
         native=environ,
     )
-    return request, body_ok
+    return request, refused
 
 
 def _status_line(response: AdminResponse) -> str:

@@ -153,14 +153,14 @@ def test_lockout_per_client_then_expiry():
     guard = make_guard(clock)
     for _ in range(3):
         assert guard.attempt("10.0.0.1", "wrong").retry_after is None
-    locked = guard.attempt("10.0.0.1", TOKEN)  # even the right token is refused while locked
+    locked = guard.attempt("10.0.0.1", "wrong")
     assert not locked.ok
     assert locked.retry_after == pytest.approx(60.0)
-    assert guard.attempt("10.0.0.2", TOKEN).ok  # another client is not affected
+    assert guard.attempt("10.0.0.2", "wrong").retry_after is None  # another client is not
     clock.now += 59
-    assert guard.attempt("10.0.0.1", TOKEN).retry_after == pytest.approx(1.0)
+    assert guard.attempt("10.0.0.1", "wrong").retry_after == pytest.approx(1.0)
     clock.now += 1.5
-    assert guard.attempt("10.0.0.1", TOKEN).ok
+    assert guard.attempt("10.0.0.1", "wrong").retry_after is None
 
 
 def test_failures_spread_over_more_than_the_lockout_period_do_not_lock():
@@ -186,9 +186,10 @@ def test_global_lockout_across_addresses():
     guard = make_guard(max_failures=2)  # global limit: 20 failures
     for i in range(20):
         guard.attempt(f"10.0.{i}.1", "wrong")
-    verdict = guard.attempt("192.168.1.1", TOKEN)
+    verdict = guard.attempt("192.168.1.1", "wrong")
     assert verdict.retry_after is not None
     assert not verdict.ok
+    assert guard.attempt("192.168.1.1", TOKEN).ok
 
 
 def test_concurrent_wrong_guesses_cannot_overshoot_the_limit():
@@ -198,7 +199,7 @@ def test_concurrent_wrong_guesses_cannot_overshoot_the_limit():
     def guess(i: int) -> bool:
         barrier.wait()
         verdict = guard.attempt("10.9.9.9", f"wrong-{i}")
-        return verdict.retry_after is None  # True: the guess was actually compared
+        return verdict.retry_after is None  # True: counted (401), not refused (429)
 
     with ThreadPoolExecutor(16) as pool:
         compared = list(pool.map(guess, range(64)))
@@ -206,13 +207,14 @@ def test_concurrent_wrong_guesses_cannot_overshoot_the_limit():
     assert guard.locked_for("10.9.9.9") > 0
 
 
-def test_a_valid_cookie_still_works_during_a_lockout():
+def test_a_valid_cookie_and_the_right_token_still_work_during_a_lockout():
     guard = make_guard()
     cookie = guard.new_session()
     for _ in range(3):
         guard.attempt("10.0.0.1", "wrong")
     assert guard.check(req(cookies={"autoprof_admin": cookie})).via == "cookie"
-    assert guard.check(req({"authorization": f"Bearer {TOKEN}"})).retry_after is not None
+    assert guard.check(req({"authorization": "Bearer wrong"})).retry_after is not None
+    assert guard.check(req({"authorization": f"Bearer {TOKEN}"})).via == "bearer"
 
 
 def test_address_table_stays_bounded(monkeypatch):
@@ -306,3 +308,40 @@ def test_token_or_authorize_either_suffices():
 )
 def test_same_origin(headers, ok):
     assert same_origin(AdminRequest(method="POST", path="/trigger", headers=headers)) is ok
+
+
+def test_a_bearer_header_still_asks_authorize_before_counting_a_failure():
+    asked: list[str | None] = []
+
+    def authorize(request: AdminRequest) -> bool:
+        asked.append(request.headers.get("authorization"))
+        return request.headers.get("authorization") == "Bearer app-jwt.payload.sig"
+
+    guard = make_guard(authorize=authorize)  # max_failures=3
+    app_jwt = req({"authorization": "Bearer app-jwt.payload.sig"})
+    for _ in range(10):
+        assert guard.check(app_jwt).via == "authorize"
+    assert guard.locked_for("10.0.0.1") == 0  # not one failure counted
+    assert guard.check(req({"authorization": f"Bearer {TOKEN}"})).via == "bearer"
+    assert len(asked) == 10  # the right token did not need authorize
+    for _ in range(3):  # a wrong header that authorize refuses too is a failure
+        verdict = guard.check(req({"authorization": "Bearer forged"}))
+        assert not verdict.ok
+        assert verdict.presented
+    assert guard.locked_for("10.0.0.1") > 0
+    assert guard.check(app_jwt).via == "authorize"  # the lockout is the token's only
+
+
+def test_a_flood_of_wrong_tokens_locks_out_no_token_holder():
+    guard = make_guard(max_failures=5)  # the numbers: 50 wrong tokens, 10 addresses
+    clients = [f"203.0.113.{i}" for i in range(10)]
+    refused = 0
+    for n in range(200):
+        verdict = guard.check(req({"authorization": f"Bearer wrong-{n}"}, client=clients[n % 10]))
+        assert not verdict.ok
+        refused += verdict.retry_after is not None
+    assert refused > 100  # the flood itself is refused
+    assert guard.locked_for("198.51.100.1") > 0  # ... globally
+    for client in [*clients, "198.51.100.1"]:  # the right token, from anywhere, gets in
+        assert guard.check(req({"authorization": f"Bearer {TOKEN}"}, client=client)).ok
+        assert guard.attempt(client, TOKEN).ok  # the login form too

@@ -456,19 +456,21 @@ def test_login_over_https_sets_a_secure_cookie(clients, kind):
 
 
 @kinds
-def test_lockout_after_failures_also_refuses_the_right_token(clients, kind):
+def test_lockout_refuses_wrong_tokens_never_the_right_one(clients, kind):
     client = admin(clients, kind, admin_max_failures=3, admin_lockout=600)
     cookie = client.login()
     for _ in range(2):
         assert client.get("/_autoprof/", headers={"authorization": "Bearer bad"}).status == 401
     assert client.post("/_autoprof/login", data={"token": "bad"}, headers=SAME_ORIGIN).status == 401
-    locked = client.get("/_autoprof/", headers=AUTH)
+    locked = client.get("/_autoprof/", headers={"authorization": "Bearer bad"})
     assert locked.status == 429
     assert 590 <= int(locked.headers["retry-after"]) <= 600
     assert_secure(locked)
-    assert client.post("/_autoprof/login", data={"token": TOKEN},
+    assert client.post("/_autoprof/login", data={"token": "bad"},
                        headers=SAME_ORIGIN).status == 429
-    assert client.get("/_autoprof/", headers=AUTH, client="10.0.0.8").status == 200
+    assert client.get("/_autoprof/", headers=AUTH).status == 200
+    assert client.post("/_autoprof/login", data={"token": TOKEN},
+                       headers=SAME_ORIGIN).status == 303
     assert client.get("/_autoprof/", headers={"cookie": cookie}).status == 200
 
 
@@ -828,3 +830,26 @@ def test_an_admin_request_may_be_the_first_one_and_starts_the_monitor(clients, k
     data = client.get("/_autoprof/status?format=json", headers=AUTH).json()
     assert data["running"] is True
     assert data["pid"] == os.getpid()
+
+
+@kinds
+def test_a_refused_dump_dir_is_said_on_the_admin_pages(clients, kind, tmp_path):
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o777)
+    client = admin(clients, kind, dump_dir=str(loose))
+    assert client.get("/").text == "home"  # the app runs on
+    some_id = "20261125T150836.123Z-p1-mem-abs-0000"
+    for path in ("/_autoprof/", f"/_autoprof/captures/{some_id}",
+                 f"/_autoprof/captures/{some_id}/{some_id}_manifest.json"):
+        page = client.get(path, headers=AUTH)
+        assert page.status == 503, (path, page.status)
+        assert_secure(page)
+        assert "dump directory was refused" in page.text
+        assert "writable by others" in page.text
+    page = client.get("/_autoprof/status", headers=AUTH)
+    assert page.status == 200
+    assert "store.dump_dir" in page.text
+    data = client.get("/_autoprof/status?format=json", headers=AUTH).json()
+    assert "writable by others" in data["dump_dir_refused"]
+    assert data["errors"] == {"store.dump_dir": 1}

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from autoprof import AutoProf, AutoProfWSGIMiddleware, Rule
+from autoprof import AutoProf, AutoProfWSGIMiddleware, ConfigError, Rule
 from autoprof import store as store_module
 from autoprof.metrics import Sample
 from tests.conftest import only_capture, read_file
@@ -316,3 +316,69 @@ def test_manifest_lists_the_requests_in_flight_at_the_trigger(make_autoprof):
     assert inflight[0]["age_s"] >= 0
     assert inflight[0]["thread"] == threading.current_thread().name  # the thread running it
     assert "secret" not in json.dumps(manifest)
+
+
+@pytest.fixture
+def refused_default_dump_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Another local user got to the predictable default dump directory first."""
+    import tempfile
+
+    if os.getuid() != 0:
+        pytest.skip("needs root to give the directory to another uid")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    default = tmp_path / f"autoprof-{os.getuid()}"
+    default.mkdir(mode=0o755)
+    os.chown(default, 65534, 65534)
+    return default
+
+
+def test_a_refused_default_dump_dir_does_not_stop_an_app_configured_elsewhere(
+    refused_default_dump_dir: Path, tmp_path: Path
+) -> None:
+    from tests.test_wsgi import make_flask
+
+    assert AutoProf().settings.dump_dir == str(refused_default_dump_dir)
+    app = make_flask()
+    app.config.update(AUTOPROF_DUMP_DIR=str(tmp_path / "mine"), AUTOPROF_REQUESTS="1",
+                      AUTOPROF_COLLECT_INTERVAL="1h")
+    ap = AutoProf(app)
+    try:
+        client = app.test_client()
+        assert client.get("/items/1").json == {"id": 1}
+        assert ap.trigger() is not None
+        with client.get("/items/2") as response:
+            assert response.json == {"id": 2}
+        info, _ = only_capture(ap)
+        assert info.path.parent == tmp_path / "mine"
+        state = ap.status()
+        assert state["dump_dir_refused"] is None
+        assert "store.dump_dir" not in state["errors"]
+    finally:
+        ap.stop()
+    assert list(refused_default_dump_dir.iterdir()) == []
+
+
+def test_a_refused_dump_dir_turns_capturing_off_once_and_the_app_runs_on(
+    refused_default_dump_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ap = AutoProf(requests=1, collect_interval=3600)
+    app = AutoProfWSGIMiddleware(alloc_app, autoprof=ap)
+    try:
+        with caplog.at_level(logging.WARNING, logger="autoprof"):
+            serve(app, 2)
+            assert ap.trigger() is None
+            assert ap.trigger() is None
+            serve(app, 2)
+        state = ap.status()
+        assert state["errors"] == {"store.dump_dir": 1}
+        assert "owned by uid 65534" in state["dump_dir_refused"]
+        assert state["dump_dir"] == str(refused_default_dump_dir)
+        assert ap.capture is None
+        assert ap.captures_written == 0
+        refusals = [r for r in caplog.records if "store.dump_dir" in r.getMessage()]
+        assert len(refusals) == 1
+        with pytest.raises(ConfigError, match="owned by uid 65534"):
+            ap.store  # noqa: B018
+    finally:
+        ap.stop()
+    assert list(refused_default_dump_dir.iterdir()) == []

@@ -119,3 +119,35 @@ def test_a_cpu_budget_slows_the_sampler_instead_of_costing_more():
     # few tens of milliseconds, not one per millisecond.
     assert sampler.info()["effective_interval"] > 0.005
     assert 0 < sampler.samples < free.samples / 3
+
+
+EVIL_THREAD_NAME = "x</script><script>alert(1)</script><!--"
+
+
+def test_a_thread_name_cannot_break_out_of_the_html_profiles(make_autoprof):
+    """Thread names become root frames; pyinstrument embeds frames as JSON in a <script>."""
+    from tests.conftest import only_capture, read_file
+
+    ap = make_autoprof(requests=1, capture_timeout=0.4, sampler_interval=0.005,
+                       flight_recorder=5, flight_recorder_interval=0.01)
+    stop = threading.Event()
+    evil = threading.Thread(target=hot_loop_in_worker, args=(stop,), name=EVIL_THREAD_NAME)
+    ap.ensure_started()
+    evil.start()
+    try:
+        time.sleep(0.2)  # the flight recorder sees it before the trigger
+        ap.trigger()
+        time.sleep(0.5)  # the deadline closes the capture
+    finally:
+        stop.set()
+        evil.join()
+    info, manifest = only_capture(ap)
+    assert {"all-threads", "before-trigger"} <= set(manifest["profiles"]), manifest["problems"]
+    for kind in ("all-threads", "before-trigger"):
+        files = manifest["profiles"][kind]["files"]
+        html = read_file(info, files["html"])
+        assert "hot_loop_in_worker" in html
+        assert "</script><script>" not in html
+        assert "<!--" not in html.split("const sessionData", 1)[1].split("</script>", 1)[0]
+        text = read_file(info, files["text"])
+        assert "x\u2039/script><script>alert(1)\u2039/script>\u2039!--" in text

@@ -566,12 +566,52 @@ def test_dump_dir_owned_by_someone_else_rejected(
     assert "fix its owner" in str(caught.value)
 
 
-def test_loose_permissions_are_tightened(tmp_path: Path) -> None:
+def test_readable_by_others_is_tightened(tmp_path: Path) -> None:
     directory = tmp_path / "dumps"
     directory.mkdir()
-    os.chmod(directory, 0o777)
+    os.chmod(directory, 0o755)
     DumpStore(directory)
     assert mode(directory) == 0o700
+
+
+@pytest.mark.parametrize("loose", [0o777, 0o770, 0o702, 0o1777])
+def test_dump_dir_writable_by_others_is_refused_not_repaired(tmp_path: Path, loose: int) -> None:
+    directory = tmp_path / "dumps"
+    directory.mkdir()
+    os.chmod(directory, loose)
+    with pytest.raises(ValueError, match="writable by others") as caught:
+        DumpStore(directory)
+    assert f"chmod 700 {directory}" in str(caught.value)
+    assert mode(directory) == loose  # left as found: what is in it is for a person to check
+
+
+OTHER_UID = 65534
+
+
+def test_captures_and_files_of_another_uid_are_neither_listed_nor_served(tmp_path: Path) -> None:
+    """What another user planted (while the directory was writable, or as root) stays out."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to give files to another uid")
+    store = DumpStore(tmp_path / "dumps")
+    mine = commit_one(store)
+    planted = commit_one(DumpStore(tmp_path / "elsewhere"), created=T0 + 60)
+    moved = store.directory / planted.id
+    os.rename(planted.path, moved)
+    for path in [moved, *moved.iterdir()]:
+        os.chown(path, OTHER_UID, OTHER_UID)
+    extra = mine.path / f"{mine.id}_planted.html"
+    extra.write_text("<script>steal()</script>")
+    os.chown(extra, OTHER_UID, OTHER_UID)
+
+    assert [c.id for c in store.captures()] == [mine.id]
+    assert store.get(planted.id) is None
+    assert store.file_path(planted.id, f"{planted.id}_manifest.json") is None
+    assert store.read_manifest(planted.id) is None
+    (listed,) = store.captures()
+    assert extra.name not in listed.files
+    assert store.file_path(mine.id, extra.name) is None
+    assert store.read_manifest(mine.id) is not None  # its own files still are
+    assert store.usage()[1] == 1
 
 
 @pytest.mark.parametrize("kwargs", [{"max_bytes": 0}, {"max_captures": 0}, {"max_bytes": 1.5}])

@@ -4,8 +4,10 @@ The token is compared in constant time as SHA-256 digests of its UTF-8 bytes (so
 value nor its length leaks, and non-ASCII input cannot raise). The login cookie never holds
 the token: it holds an expiry and an HMAC of it keyed by a hash of the token, so every worker
 process accepts it and changing the token ends every session. Wrong tokens are counted per
-client address and globally; past the limit, token attempts are refused until the lockout
-ends. Counting and checking happen under one lock, so concurrent guesses cannot overshoot.
+client address and globally; past the limit, wrong tokens are refused (429) until the lockout
+ends. The right token is never refused, so no flood of wrong ones locks its holders out (the
+token's length, at least 16 characters, is what makes guessing it hopeless). Every configured
+way in is tried before a wrong token counts as a failure.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from autoprof.admin.http import AdminRequest
+from autoprof.admin.http import AdminRequest, parse_digits
 from autoprof.errors import ErrorLog
 
 logger = logging.getLogger("autoprof")
@@ -43,7 +45,7 @@ class Verdict:
 
     via: Via | None = None
     retry_after: float | None = None
-    """Set when token attempts from this client are locked out."""
+    """Set when wrong tokens from this client are locked out (the right one never is)."""
     presented: bool = False
     """Whether the request presented a token (a wrong one, when ``via`` is None)."""
 
@@ -101,36 +103,48 @@ class Guard:
     # -- checks ---------------------------------------------------------------------------
 
     def check(self, request: AdminRequest) -> Verdict:
-        """Let the request in by Bearer token, login cookie or ``authorize``, or say why not."""
-        if self.has_token:
-            bearer = bearer_token(request.headers.get("authorization"))
-            if bearer is not None:
-                return self.attempt(request.client, bearer)
-            if self.valid_session(request.cookies.get(COOKIE_NAME)):
-                return Verdict("cookie")
+        """Let the request in by Bearer token, login cookie or ``authorize``, or say why not.
+
+        Every configured way is tried before a wrong Bearer token counts as a failure: with
+        ``authorize`` too, the header may carry the app's own credential (a JWT).
+        """
+        bearer = bearer_token(request.headers.get("authorization")) if self.has_token else None
+        if bearer is not None and self._matches(bearer):
+            return self._accept(request.client)
+        if self.valid_session(request.cookies.get(COOKIE_NAME)):
+            return Verdict("cookie")
         if self._authorize is not None and self._call_authorize(request):
             return Verdict("authorize")
-        return Verdict()
+        if bearer is None:
+            return Verdict()
+        return self._wrong(request.client)
 
     def attempt(self, client: str | None, presented: str) -> Verdict:
-        """Check a presented token, counting a wrong one; refused while locked out."""
-        expected = self._token_digest
-        if expected is None:
-            return Verdict(presented=True)
+        """Check a presented token: the right one is always accepted; a wrong one is counted,
+        or refused with ``retry_after`` while wrong attempts from ``client`` are locked out."""
+        return self._accept(client) if self._matches(presented) else self._wrong(client)
+
+    def _accept(self, client: str | None) -> Verdict:
+        with self._lock:
+            self._failures.pop(client or "-", None)
+        return Verdict("bearer", presented=True)
+
+    def _wrong(self, client: str | None) -> Verdict:
         key = client or "-"
         with self._lock:
             now = self._clock()
             wait = self._wait(key, now)
             if wait > 0:
                 return Verdict(retry_after=wait, presented=True)
-            if hmac.compare_digest(_digest(presented), expected):
-                self._failures.pop(key, None)
-                return Verdict("bearer", presented=True)
             self._fail(key, now)
         return Verdict(presented=True)
 
+    def _matches(self, presented: str) -> bool:
+        expected = self._token_digest
+        return expected is not None and hmac.compare_digest(_digest(presented), expected)
+
     def locked_for(self, client: str | None) -> float:
-        """Seconds until token attempts from ``client`` are accepted again (0: now)."""
+        """Seconds until wrong tokens from ``client`` are counted again, not refused (0: now)."""
         with self._lock:
             return self._wait(client or "-", self._clock())
 
@@ -159,7 +173,7 @@ class Guard:
             self._locked_until[key] = now + self.lockout
             recent.clear()
             logger.warning(
-                "autoprof admin: %d wrong tokens from %s; token attempts from it refused for %gs",
+                "autoprof admin: %d wrong tokens from %s; its wrong tokens refused for %gs",
                 self.max_failures, key, self.lockout,
             )
         self._global.append(now)
@@ -168,7 +182,7 @@ class Guard:
             self._global_locked_until = now + self.lockout
             self._global.clear()
             logger.warning(
-                "autoprof admin: %d wrong tokens from all clients; token attempts refused for %gs",
+                "autoprof admin: %d wrong tokens from all clients; wrong tokens refused for %gs",
                 limit, self.lockout,
             )
 
@@ -193,9 +207,9 @@ class Guard:
         if not value or self._session_key is None:
             return False
         stamp, sep, mac = value.partition(".")
-        if not sep or not stamp.isdigit() or len(stamp) > 12 or len(mac) != 64:
+        expires = parse_digits(stamp, 12)
+        if not sep or expires is None or len(mac) != 64:
             return False
-        expires = int(stamp)
         now = self._wall()
         if not now < expires <= now + SESSION_TTL + 60:
             return False

@@ -46,11 +46,41 @@ SECURITY_HEADER_NAMES = frozenset(
 )
 
 _SAFE_ROOT = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+=:@%-]*)*")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def security_headers(csp: str = PAGE_CSP) -> list[tuple[str, str]]:
     """The headers every admin response carries, with ``csp`` as its Content-Security-Policy."""
     return [*BASE_HEADERS, ("Content-Security-Policy", csp)]
+
+
+HIDDEN = "***"
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+"""Headers whose values a repr of the request never shows (every cookie's value is hidden too)."""
+SECRET_FIELDS = frozenset({"token"})
+"""Form fields whose values a repr never shows (the login form's token)."""
+
+
+class RedactedMapping(dict[str, str]):
+    """A dict whose repr (and so str, f-strings and log lines) shows ``***`` for secret keys;
+    the values themselves are unchanged."""
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, items: Mapping[str, str], secret: frozenset[str] | None) -> None:
+        super().__init__(items)
+        self._secret = secret
+        """Keys to hide; None: every key."""
+
+    def __repr__(self) -> str:
+        secret = self._secret
+        shown = (
+            f"{k!r}: {HIDDEN!r}" if secret is None or k in secret else f"{k!r}: {v!r}"
+            for k, v in self.items()
+        )
+        return "{" + ", ".join(shown) + "}"
+
+    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -59,7 +89,9 @@ class AdminRequest:
 
     ``admin_authorize`` functions receive this. ``native`` is the server's own object (the ASGI
     scope or the WSGI environ) for checks that need more; under Flask, ``flask.request`` and
-    ``flask.session`` work too.
+    ``flask.session`` work too. Its repr, and that of ``headers``, ``cookies`` and ``form``,
+    hides credentials (Authorization and Cookie headers, cookie values, the login form's
+    token), so logging the request leaks none.
     """
 
     method: str
@@ -80,6 +112,11 @@ class AdminRequest:
     secure: bool = False
     """Whether the request came over HTTPS (as the server saw it)."""
     native: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, secret in (("headers", SECRET_HEADERS), ("cookies", None),
+                             ("form", SECRET_FIELDS)):
+            object.__setattr__(self, name, RedactedMapping(getattr(self, name), secret))
 
     @classmethod
     def build(
@@ -138,6 +175,22 @@ class AdminResponse:
         """The first value of header ``name`` (any case), or None."""
         wanted = name.lower()
         return next((v for k, v in self.headers if k.lower() == wanted), None)
+
+
+def parse_digits(text: str | None, max_digits: int = 18) -> int | None:
+    """The whole number ``text`` spells in ASCII digits (at most ``max_digits`` of them), else None.
+
+    Request data goes through this, never ``str.isdigit`` + ``int``: those accept other
+    scripts' digits (``"١٢"``) and superscripts (``"²"``, which ``int`` then rejects).
+    """
+    if text is None or not 0 < len(text) <= max_digits or not _DIGITS.fullmatch(text):
+        return None
+    return int(text)
+
+
+def parse_content_length(value: str | None) -> int | None:
+    """A Content-Length header's value (surrounding blanks allowed), or None if it is invalid."""
+    return parse_digits(value.strip(" \t") if value is not None else None)
 
 
 def parse_cookies(header: str) -> dict[str, str]:

@@ -82,9 +82,11 @@ class AdminApp:
         rest = path[len(self.prefix) :]
         return rest if not rest or rest[0] == "/" else None
 
-    def body_too_large(self, request: AdminRequest) -> AdminResponse:
-        """The answer to a POST whose body is over :data:`autoprof.admin.http.MAX_BODY`."""
-        response = self._error(request, 413, "Request body too large.")
+    def refuse_body(self, request: AdminRequest, status: int) -> AdminResponse:
+        """The answer to a POST whose body was not read: 413, over
+        :data:`autoprof.admin.http.MAX_BODY`; 400, an invalid Content-Length."""
+        text = "Request body too large." if status == 413 else "Invalid Content-Length."
+        response = self._error(request, status, text)
         response.headers.append(("Content-Length", str(len(response.body))))
         return response
 
@@ -125,8 +127,14 @@ class AdminApp:
 
     # -- views ----------------------------------------------------------------------------
 
+    def _refused(self, request: AdminRequest) -> AdminResponse:
+        return self._error(request, 503, f"The dump directory was refused: "
+                                         f"{self.autoprof.store_refused}.")
+
     def index(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
-        store = self.autoprof.store
+        store = self.autoprof.dump_store()
+        if store is None:
+            return self._refused(request)
         rows = [self._summary(request, info, files.manifest_of(info)) for info in store.captures()]
         usage = store.usage()
         if request.wants_json():
@@ -134,7 +142,10 @@ class AdminApp:
         return _html(200, pages.index_page(request.base, rows, usage))
 
     def capture(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
-        info = self.autoprof.store.get(parts[1])
+        store = self.autoprof.dump_store()
+        if store is None:
+            return self._refused(request)
+        info = store.get(parts[1])
         if info is None:
             return self._error(request, 404, "No such capture.")
         manifest = files.manifest_of(info) or {}
@@ -144,8 +155,11 @@ class AdminApp:
         return _html(200, pages.capture_page(request.base, summary, manifest))
 
     def file(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
+        store = self.autoprof.dump_store()
+        if store is None:
+            return self._refused(request)
         try:
-            found = files.read_listed(self.autoprof.store, parts[1], parts[2])
+            found = files.read_listed(store, parts[1], parts[2])
         except files.TooLarge:
             return self._error(request, 413, "This file is too large to serve here; copy it "
                                              "from the dump directory.")
@@ -171,10 +185,10 @@ class AdminApp:
         state = ap.status()
         monitor = ap.monitor
         history = list(monitor.history)[-HISTORY_SHOWN:] if monitor is not None else []
-        store = ap.store
+        store = ap.dump_store()
         marks = [
             Mark(info.created, info.metric, f"{info.id}: {info.metric} ({info.reason})")
-            for info in store.captures()
+            for info in (store.captures() if store is not None else [])
         ]
         open_capture = ap.capture
         if open_capture is not None:
@@ -187,7 +201,8 @@ class AdminApp:
             return _json(200, state)
         thresholds = {m: r.get("threshold") for m, r in state["rules"].items()}
         svg = timeline_svg(history, marks, thresholds)
-        return _html(200, pages.status_page(request.base, state, svg, store.usage()))
+        usage = store.usage() if store is not None else (0, 0)
+        return _html(200, pages.status_page(request.base, state, svg, usage))
 
     def trigger(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
         if verdict.via != "bearer" and not same_origin(request):
