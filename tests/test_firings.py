@@ -24,6 +24,8 @@ from tests.test_request_rules import (
     serve_interval,
     started,
     tick,
+    warm_shop,
+    watch,
 )
 
 __all__ = ["loop_thread"]  # a fixture, used by name
@@ -43,11 +45,7 @@ def test_an_event_loop_stall_during_a_cpu_capture_gets_its_blocked_stack(
                           "loop_lag_rule": Rule(min=100, diff=200, abs=1000)},
                        window=1, loop_check_interval=0.02, requests=1)
     monitor = started(ap)
-
-    async def attach() -> None:
-        ap.watch_loop(asyncio.get_running_loop())
-
-    asyncio.run_coroutine_threadsafe(attach(), loop_thread).result(5)
+    watch(ap, loop_thread)
     time.sleep(0.1)
     monitor.observe(sample(1), None, ap._loop_lag())
     monitor.observe(sample(2, cpu=90), None, ap._loop_lag())
@@ -111,12 +109,7 @@ def test_a_slow_route_and_an_error_burst_that_overlap_both_get_evidence(make_aut
     ap = make_autoprof(**{**QUIET, "latency_rule": Rule(min=20, diff=100),
                           "error_rate_rule": Rule(min=5, diff=100, abs=50)},
                        window=2, rule_min_requests=2, requests=2)
-    shop = Shop()
-    app = AutoProfWSGIMiddleware(shop, autoprof=ap)
-    traffic = ["/orders/1", "/items/1", "/items/2", "/orders/2"]
-    for t in (1, 2):
-        serve_interval(app, traffic)
-        tick(ap, t)
+    shop, app, traffic = warm_shop(ap)
     shop.slow = True
     serve_interval(app, traffic)
     tick(ap, 3)
@@ -201,12 +194,7 @@ def test_a_slow_route_and_an_error_burst_in_the_same_interval_both_get_profiled(
     ap = make_autoprof(**{**QUIET, "latency_rule": Rule(min=20, diff=100),
                           "error_rate_rule": Rule(min=5, diff=100, abs=50)},
                        window=2, rule_min_requests=2, requests=1)
-    shop = Shop()
-    app = AutoProfWSGIMiddleware(shop, autoprof=ap)
-    traffic = ["/orders/1", "/items/1", "/items/2", "/orders/2"]
-    for t in (1, 2):
-        serve_interval(app, traffic)
-        tick(ap, t)
+    shop, app, traffic = warm_shop(ap)
     shop.slow = shop.broken = True
     serve_interval(app, traffic, raising=True)
     tick(ap, 3)

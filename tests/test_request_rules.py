@@ -214,6 +214,17 @@ def serve_interval(app: Any, paths: list[str], raising: bool = False) -> None:
             assert raising
 
 
+def warm_shop(ap: AutoProf) -> tuple[Shop, Any, list[str]]:
+    """The shop behind the WSGI middleware, its routes judged for two intervals."""
+    shop = Shop()
+    app = AutoProfWSGIMiddleware(shop, autoprof=ap)
+    traffic = ["/orders/1", "/items/1", "/items/2", "/orders/2"]
+    for t in (1, 2):
+        serve_interval(app, traffic)
+        tick(ap, t)
+    return shop, app, traffic
+
+
 def test_a_slow_route_opens_a_capture_that_profiles_only_that_route(make_autoprof, caplog):
     caplog.set_level(logging.WARNING, logger="autoprof")
     ap = make_autoprof(latency_rule=Rule(min=20, diff=100), error_rate_rule=None, window=3,
@@ -252,12 +263,7 @@ def test_a_route_that_starts_failing_opens_an_error_capture_naming_the_exception
 ):
     ap = make_autoprof(error_rate_rule=Rule(min=5, diff=100, abs=50), latency_rule=None,
                        window=2, rule_min_requests=4, requests=2, **QUIET)
-    shop = Shop()
-    app = AutoProfWSGIMiddleware(shop, autoprof=ap)
-    traffic = ["/orders/1", "/items/1", "/items/2", "/orders/2"]
-    for t in (1, 2):
-        serve_interval(app, traffic)
-        tick(ap, t)
+    shop, app, traffic = warm_shop(ap)
     shop.broken = True
     serve_interval(app, traffic, raising=True)
     tick(ap, 3)
@@ -300,6 +306,15 @@ async def handler_that_blocks() -> None:
     block_the_loop_with_sleep(0.6)
 
 
+def watch(ap: AutoProf, loop: asyncio.AbstractEventLoop) -> None:
+    """Hand ``loop`` to autoprof from the loop itself, as the ASGI adapter does."""
+
+    async def attach() -> None:
+        ap.watch_loop(asyncio.get_running_loop())
+
+    asyncio.run_coroutine_threadsafe(attach(), loop).result(5)
+
+
 @pytest.fixture
 def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
@@ -317,11 +332,7 @@ def test_a_blocked_event_loop_opens_a_capture_naming_the_blocking_call(
     ap = make_autoprof(loop_lag_rule=Rule(min=100, diff=200, abs=1000), window=2,
                        loop_check_interval=0.02, requests=1, cpu_rule=None, mem_rule=None)
     monitor = started(ap)
-
-    async def attach() -> None:
-        ap.watch_loop(asyncio.get_running_loop())
-
-    asyncio.run_coroutine_threadsafe(attach(), loop_thread).result(5)
+    watch(ap, loop_thread)
     for t in (1, 2):
         time.sleep(0.1)
         monitor.observe(sample(t), None, ap._loop_lag())
@@ -359,11 +370,7 @@ def test_a_stall_autoprof_caused_itself_is_not_judged(make_autoprof, loop_thread
     ap = make_autoprof(loop_lag_rule=Rule(min=100, diff=None, abs=150), window=1,
                        loop_check_interval=0.02, cpu_rule=None, mem_rule=None)
     monitor = started(ap)
-
-    async def attach() -> None:
-        ap.watch_loop(asyncio.get_running_loop())
-
-    asyncio.run_coroutine_threadsafe(attach(), loop_thread).result(5)
+    watch(ap, loop_thread)
     time.sleep(0.1)
     monitor.observe(sample(1), None, ap._loop_lag())
     with ap.busy.busy():  # as while the writer holds the GIL through a tracemalloc snapshot
