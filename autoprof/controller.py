@@ -20,10 +20,10 @@ from autoprof.breaker import CircuitBreaker
 from autoprof.capture import Capture, ProfiledRequest, versions
 from autoprof.config import ConfigError, Settings
 from autoprof.errors import ErrorLog
+from autoprof.lifecycle import RequestTracker
 from autoprof.loopwatch import LoopWatchdog
 from autoprof.metrics import Sample
 from autoprof.monitor import Monitor
-from autoprof.routes import ROUTE_KEY
 from autoprof.rules import Trigger
 from autoprof.sampler import ThreadSampler
 from autoprof.store import DumpStore
@@ -70,9 +70,9 @@ class AutoProf:
         #: Why the dump directory was refused (capturing is then off); None if it was not.
         self.store_refused: str | None = None
         self._store_lock = threading.Lock()
-        #: Requests in flight: id(scope or environ) -> (scope or environ, perf_counter at start,
-        #: ident of the thread that took it).
-        self.inflight: dict[int, tuple[Any, float, int]] = {}
+        #: Requests in flight (the adapters register them).
+        self.tracker = RequestTracker()
+        self.inflight = self.tracker.inflight
         #: The open capture; ``None`` is the idle fast path the adapters check.
         self.capture: Capture | None = None
         self.running = False
@@ -208,7 +208,7 @@ class AutoProf:
                 monitor = Monitor(
                     self.settings,
                     errors=self.errors,
-                    inflight=self.inflight.__len__,
+                    inflight=self.tracker.__len__,
                     own_cpu=self._own_cpu,
                     on_triggers=self._on_triggers,
                     on_tick=self._on_tick,
@@ -317,7 +317,7 @@ class AutoProf:
         self._pending = []
         self.census_baseline = None
         self._warm_up_census_due = True
-        self.inflight.clear()
+        self.tracker.clear()
         self._monitor = None
         self._recorder = None
         self._loopwatch = None
@@ -521,7 +521,7 @@ class AutoProf:
                     if monitor is not None
                     else [],
                     "inflight_at_trigger": len(self.inflight),
-                    "inflight_requests": self._inflight_requests(),
+                    "inflight_requests": self.tracker.snapshot(),
                     "traffic": traffic.summary() if traffic is not None else None,
                 },
                 recorder=self._recorder,
@@ -597,34 +597,6 @@ class AutoProf:
                 self._pending.append((trigger, sample, evidence))
         if joined:
             _log_triggers(joined, f"added to capture {capture.id}, which is open")
-
-    def _inflight_requests(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The requests in flight now, oldest first: method, path (no query string), route
-        where already routed, age, and the thread that took it (for WSGI, the thread that runs
-        it: its stack is in the capture's thread dump)."""
-        now = time.perf_counter()
-        names = {t.ident: t.name for t in threading.enumerate()}
-        found = []
-        for request, started, thread in list(self.inflight.values()):
-            if "REQUEST_METHOD" in request:  # a WSGI environ
-                method, path = request.get("REQUEST_METHOD"), request.get("PATH_INFO")
-                route = request.get(ROUTE_KEY)
-                url_rule = getattr(request.get("werkzeug.request"), "url_rule", None)
-                if url_rule is not None:
-                    route = getattr(url_rule, "rule", route)
-            else:  # an ASGI scope
-                method, path = request.get("method"), request.get("path")
-                route = getattr(request.get("route"), "path", None)
-            found.append({
-                "method": method,
-                "path": path,
-                "route": route if isinstance(route, str) else None,
-                "age_s": round(now - started, 6),
-                "thread": names.get(thread, str(thread)),
-                "thread_ident": thread,
-            })
-        found.sort(key=lambda r: -r["age_s"])
-        return found[:limit]
 
     def _capture_failed(self) -> None:
         if self.breaker.failure(time.monotonic()):
