@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable
-from threading import get_ident
 from typing import Any
 
 import anyio.to_thread
@@ -13,9 +11,10 @@ from anyio import CapacityLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from autoprof.admin import AdminApp, AdminRequest
-from autoprof.admin.http import MAX_BODY, mount_base, parse_content_length
-from autoprof.capture import ProfiledRequest
+from autoprof.admin.http import BodyReader, mount_base
 from autoprof.controller import AutoProf
+from autoprof.lifecycle import Request
+from autoprof.routes import ASGI_ROUTES
 
 CLIENT_GONE = 499
 """Status recorded for a request cancelled before it answered (not an error of the app)."""
@@ -71,44 +70,27 @@ class AutoProfMiddleware:
         ap = self.autoprof
         if not ap.running or not ap.loop_watched:
             self._start()
-        inflight = ap.inflight
-        key = id(scope)
-        started = time.perf_counter()
-        inflight[key] = (scope, started, get_ident())
         log = ap.requests
-        status = 0
-        app_send = send
-        if log is not None:
-
-            def send_noting_status(message: Message) -> Awaitable[None]:
-                # Returns send's awaitable rather than awaiting it: no coroutine of its own.
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                return send(message)
-
-            app_send = send_noting_status
-        handle = None
+        request = _ASGIRequest(ap.tracker, scope, ASGI_ROUTES, log)
+        request.send = send
         try:
-            if ap.capture is None or (handle := ap.claim(scope["method"], scope["path"])) is None:
-                await self.app(scope, receive, app_send)
+            capture = ap.capture
+            if capture is not None and capture.window.taking:
+                request.handle = ap.claim(scope["method"], scope["path"])
+            if request.handle is None:
+                await self.app(scope, receive, send if log is None else request.send_noting_status)
             else:
-                await self._profiled(handle, scope, receive, app_send)
+                await self._profiled(request, scope, receive)
         except Exception as exc:
-            if log is not None:
-                log.record_exception(scope["method"], scope["path"], exc)
+            request.failed(exc)
             raise
         except BaseException:
-            status = status or CLIENT_GONE
+            if not request.status:
+                request.status = CLIENT_GONE
             raise
         finally:
-            inflight.pop(key, None)
-            if log is not None:
-                log.events.append((
-                    asgi_route, scope["method"], scope["path"], scope.get("route"),
-                    scope.get("root_path"),
-                    None if handle is not None else time.perf_counter() - started, status,
-                ))
+            request.send = _sent  # the log keeps the request, not what the server sends with
+            request.finish()
 
     def _start(self) -> None:
         ap = self.autoprof
@@ -118,27 +100,22 @@ class AutoProfMiddleware:
         except RuntimeError:  # no asyncio loop (trio): nothing to watch
             ap.loop_watched = True
 
-    async def _profiled(
-        self, handle: ProfiledRequest, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        async def send_and_note_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                handle.status = message["status"]
-            await send(message)
-
+    async def _profiled(self, request: _ASGIRequest, scope: Scope, receive: Receive) -> None:
+        handle = request.handle
+        assert handle is not None
         error: type[BaseException] | None = None
         # follow_threads: a sync endpoint runs in anyio's threadpool, out of this profiler's
         # sight; the capture's sampler puts that thread's stacks into this profile.
         handle.start(async_mode="enabled", measure_cpu=False, follow_threads=True)
         try:
-            await self.app(scope, receive, send_and_note_status)
+            await self.app(scope, receive, request.send_noting_status)
         except BaseException as exc:
             error = type(exc)
-            if handle.status is None and isinstance(exc, Exception):
+            if not request.status and isinstance(exc, Exception):
                 handle.status = 500  # what the server (or Starlette's outer middleware) sends
             raise
         finally:
-            handle.finish(route=route_of(scope), error=error)
+            request.end_profile(error)
 
     async def _serve_admin(
         self, admin: AdminApp, sub_path: str, scope: Scope, receive: Receive, send: Send
@@ -146,9 +123,17 @@ class AutoProfMiddleware:
         if not self.autoprof.running:
             self.autoprof.ensure_started()
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        body: bytes | int = b""
+        refused: int | None = None
+        body = b""
         if scope["method"] == "POST":
-            body = await _read_body(receive, headers)
+            declared = next((v for k, v in headers if k.lower() == "content-length"), None)
+            reader = BodyReader(declared)
+            while reader.wanted:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                reader.add(message.get("body", b""), message.get("more_body", False))
+            refused, body = reader.refused, reader.body
         client = scope.get("client")
         request = AdminRequest.build(
             method=scope["method"],
@@ -156,13 +141,13 @@ class AutoProfMiddleware:
             base=mount_base(scope.get("root_path", ""), admin.prefix),
             query_string=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
-            body=body if isinstance(body, bytes) else b"",
+            body=body,
             client=client[0] if client else None,
             secure=scope.get("scheme") == "https",
             native=scope,
         )
-        if isinstance(body, int):
-            response = admin.refuse_body(request, body)
+        if refused is not None:
+            response = admin.refuse_body(request, refused)
         else:
             if self._admin_limiter is None:
                 self._admin_limiter = CapacityLimiter(ADMIN_THREADS)
@@ -174,32 +159,6 @@ class AutoProfMiddleware:
         await send({"type": "http.response.body", "body": response.body})
 
 
-async def _read_body(receive: Receive, headers: list[tuple[str, str]]) -> bytes | int:
-    """The request body, or the status refusing it: 400 for an invalid Content-Length, 413
-    once it exceeds :data:`MAX_BODY` (the rest is not read)."""
-    declared = next((v for k, v in headers if k.lower() == "content-length"), None)
-    if declared is not None:
-        length = parse_content_length(declared)
-        if length is None:
-            return 400
-        if length > MAX_BODY:
-            return 413
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            return 413
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
 def route_path(scope: Scope) -> str:
     """The request path below the app's mount point (``root_path``), as routers see it."""
     path: str = scope["path"]
@@ -209,17 +168,19 @@ def route_path(scope: Scope) -> str:
     return path
 
 
-def asgi_route(method: str, path: str, route: Any, root_path: Any) -> str | None:
-    """The template of a finished request's route (``scope["route"]``, below its mounts), or
-    its path when no route was matched (the monitor thread resolves it)."""
-    template = getattr(route, "path", None)
-    if isinstance(template, str):
-        return (root_path or "") + template if isinstance(root_path, str) else template
-    return path
+async def _sent(message: Message) -> None:
+    """A finished request's send: the response is over."""
 
 
-def route_of(scope: Scope) -> str | None:
-    """The router's path template (``/items/{id}``) once the app has routed the request."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else None
+class _ASGIRequest(Request):
+    """A request through the ASGI middleware: notes the response's status as it is sent."""
+
+    __slots__ = ("send",)
+
+    send: Send
+
+    def send_noting_status(self, message: Message) -> Awaitable[None]:
+        # Returns send's awaitable rather than awaiting it: no coroutine of its own.
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        return self.send(message)

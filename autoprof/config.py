@@ -8,7 +8,6 @@ given as strings (environment variables ``AUTOPROF_*``, Flask ``app.config`` key
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 import tempfile
@@ -17,8 +16,45 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autoprof.option_text import (
+    ENV_PREFIX,
+    ConfigError,
+    check,
+    check_names,
+    is_number,
+    number,
+    parse_duration,
+    parse_options,
+    parse_size,
+)
+from autoprof.secret import SECRET_OPTIONS, Secret, hide_secrets
+
 if TYPE_CHECKING:
     from autoprof.admin.http import AdminRequest
+
+__all__ = [
+    "ADMIN_TOKEN_MIN",
+    "CPU_DEFAULT",
+    "ENV_PREFIX",
+    "ERROR_RATE_DEFAULT",
+    "LATENCY_DEFAULT",
+    "LOOP_LAG_DEFAULT",
+    "MEMORY_METRICS",
+    "MEM_DEFAULT",
+    "METRICS",
+    "PROFILE_FORMATS",
+    "ROUTE_METRICS",
+    "RSS_DEFAULT",
+    "RSS_GROWTH_DEFAULT",
+    "RSS_GROWTH_FLOOR_MIB",
+    "SECRET_OPTIONS",
+    "UNITS",
+    "ConfigError",
+    "Rule",
+    "Settings",
+    "parse_duration",
+    "parse_size",
+]
 
 METRICS = ("cpu", "mem", "rss", "rss_growth", "inflight", "threads", "error_rate", "loop_lag")
 """Process-wide metrics, one rule each (``<metric>_rule``), judged every ``collect_interval``."""
@@ -39,32 +75,8 @@ RSS_GROWTH_FLOOR_MIB = 32.0
 """``rss_growth`` counts no growth smaller than this (MiB) over the settled baseline, so a small
 app filling its caches (30 -> 45 MB is +50 %) stays quiet."""
 PROFILE_FORMATS = ("html", "speedscope", "text")
-ENV_PREFIX = "AUTOPROF_"
 ADMIN_TOKEN_MIN = 16
-SECRET_OPTIONS = frozenset({"admin_token"})
-"""Options whose values never appear in a message or a repr."""
 _PREFIX_RE = re.compile(r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+")
-
-
-class ConfigError(ValueError):
-    """A setting is invalid; the message says which and how to fix it."""
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"expected a number, got {text!r}") from None
-
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,7 @@ class Rule:
     rise: float | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
-        if not _is_number(self.min) or self.min < 0:
+        if not is_number(self.min) or self.min < 0:
             raise ConfigError(f"Rule min must be a number >= 0, got {self.min!r}")
         if self.diff is None and self.abs is None and self.rise is None:
             raise ConfigError(
@@ -101,7 +113,7 @@ class Rule:
             )
         for name in ("diff", "abs", "cooldown", "rise"):
             value = getattr(self, name)
-            if value is not None and (not _is_number(value) or value < 0):
+            if value is not None and (not is_number(value) or value < 0):
                 raise ConfigError(f"Rule {name} must be a number >= 0 or None, got {value!r}")
 
     @classmethod
@@ -128,7 +140,7 @@ class Rule:
             name = name.strip()
             if name not in names:
                 raise ConfigError(f"unknown rule part {name!r} in {text!r}; use {names}")
-            values[name] = None if raw.strip().lower() in ("", "-", "none") else _number(raw)
+            values[name] = None if raw.strip().lower() in ("", "-", "none") else number(raw)
         if "rise" in values and "diff" not in values:
             values["diff"] = None  # "rise=300" means a rise rule, not also a 25 % one
         rule = cls(**values)  # type: ignore[arg-type]
@@ -211,13 +223,13 @@ class Settings:
     flight_recorder_budget: float = 0.5
     admin: bool = False
     admin_prefix: str = "/_autoprof"
-    admin_token: str | None = field(default=None, repr=False)
+    admin_token: Secret | None = field(default=None, repr=False)
     admin_authorize: Callable[[AdminRequest], bool] | None = None
     admin_max_failures: int = 5
     admin_lockout: float = 300.0
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.enabled, bool), "enabled must be True or False")
+        check(isinstance(self.enabled, bool), "enabled must be True or False")
         for name in (
             "collect_interval",
             "capture_timeout",
@@ -228,30 +240,30 @@ class Settings:
             "captures_window",
         ):
             value = getattr(self, name)
-            _check(_is_number(value) and value > 0, f"{name} must be seconds > 0, got {value!r}")
+            check(is_number(value) and value > 0, f"{name} must be seconds > 0, got {value!r}")
         for name in ("cooldown", "flight_recorder"):
             value = getattr(self, name)
-            _check(_is_number(value) and value >= 0, f"{name} must be seconds >= 0, got {value!r}")
+            check(is_number(value) and value >= 0, f"{name} must be seconds >= 0, got {value!r}")
         for name in ("window", "requests", "max_captures", "max_bytes", "heap_frames",
-                     "rule_min_requests", "captures_per_window"):
+                     "rule_min_requests", "captures_per_window", "admin_max_failures"):
             value = getattr(self, name)
-            _check(
+            check(
                 isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                 f"{name} must be a whole number >= 1, got {value!r}",
             )
-        _check(self.max_bytes >= 2**16, f"max_bytes must be at least 64 KiB, got {self.max_bytes}")
-        _check(
-            _is_number(self.flight_recorder_budget) and self.flight_recorder_budget > 0,
+        check(self.max_bytes >= 2**16, f"max_bytes must be at least 64 KiB, got {self.max_bytes}")
+        check(
+            is_number(self.flight_recorder_budget) and self.flight_recorder_budget > 0,
             "flight_recorder_budget must be a percentage of one core > 0, got "
             f"{self.flight_recorder_budget!r}",
         )
-        _check(
-            self.cpu_max is None or (_is_number(self.cpu_max) and self.cpu_max > 0),
+        check(
+            self.cpu_max is None or (is_number(self.cpu_max) and self.cpu_max > 0),
             f"cpu_max must be a percentage > 0 or None (no ceiling), got {self.cpu_max!r}",
         )
         for metric in METRICS + ROUTE_METRICS:
             rule = getattr(self, f"{metric}_rule")
-            _check(
+            check(
                 rule is None or isinstance(rule, Rule),
                 f"{metric}_rule must be autoprof.Rule(min, diff, abs) or None, got {rule!r}",
             )
@@ -260,7 +272,7 @@ class Settings:
             formats = tuple(f.strip() for f in formats.split(",") if f.strip())
             object.__setattr__(self, "profile_formats", formats)
         unknown = set(formats) - set(PROFILE_FORMATS)
-        _check(not unknown, f"profile_formats {sorted(unknown)} unknown; use {PROFILE_FORMATS}")
+        check(not unknown, f"profile_formats {sorted(unknown)} unknown; use {PROFILE_FORMATS}")
         if self.path_filter is not None:
             try:
                 re.compile(self.path_filter)
@@ -269,44 +281,42 @@ class Settings:
                     f"path_filter {self.path_filter!r} is not a valid regular expression: {exc}"
                 ) from None
         object.__setattr__(self, "dump_dir", os.fspath(self.dump_dir))
-        _check(bool(self.dump_dir), "dump_dir must be a directory path")
+        check(bool(self.dump_dir), "dump_dir must be a directory path")
         self._check_admin()
 
     def _check_admin(self) -> None:
-        _check(isinstance(self.admin, bool), "admin must be True or False")
+        check(isinstance(self.admin, bool), "admin must be True or False")
         prefix = self.admin_prefix
-        _check(
+        check(
             isinstance(prefix, str) and _PREFIX_RE.fullmatch(prefix) is not None,
             f"admin_prefix must be a path like /_autoprof: starting with '/', no trailing '/', "
             f"segments of letters, digits and . _ ~ - (not starting with '.'), got {prefix!r}",
         )
         token = self.admin_token
+        if isinstance(token, str):
+            token = Secret(token)
+            object.__setattr__(self, "admin_token", token)
         if token is not None:
-            _check(
-                isinstance(token, str)
-                and len(token) >= ADMIN_TOKEN_MIN
-                and token.isascii()
-                and token.isprintable()
-                and not any(c.isspace() for c in token),
+            text = token.reveal() if isinstance(token, Secret) else None
+            check(
+                isinstance(text, str)
+                and len(text) >= ADMIN_TOKEN_MIN
+                and text.isascii()
+                and text.isprintable()
+                and not any(c.isspace() for c in text),
                 f"admin_token must be at least {ADMIN_TOKEN_MIN} printable ASCII characters "
                 "without spaces; make one with: "
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
             )
-        _check(
+        check(
             self.admin_authorize is None or callable(self.admin_authorize),
             "admin_authorize must be a function taking the admin request and returning a bool",
         )
-        _check(
-            isinstance(self.admin_max_failures, int)
-            and not isinstance(self.admin_max_failures, bool)
-            and self.admin_max_failures >= 1,
-            f"admin_max_failures must be a whole number >= 1, got {self.admin_max_failures!r}",
-        )
-        _check(
-            _is_number(self.admin_lockout) and self.admin_lockout > 0,
+        check(
+            is_number(self.admin_lockout) and self.admin_lockout > 0,
             f"admin_lockout must be seconds > 0, got {self.admin_lockout!r}",
         )
-        _check(
+        check(
             not self.admin or token is not None or self.admin_authorize is not None,
             "admin=True needs a guard: set admin_token (AUTOPROF_ADMIN_TOKEN, at least "
             f"{ADMIN_TOKEN_MIN} characters) or admin_authorize=a function(request) -> bool",
@@ -324,12 +334,14 @@ class Settings:
     @classmethod
     def build(cls, **options: Any) -> Settings:
         """Like ``Settings(**options)`` but an unknown name gets a did-you-mean message."""
-        _check_names(options)
+        options = hide_secrets(options)
+        check_names(options, {f.name for f in fields(cls)})
         return cls(**options)
 
     def replace(self, **options: Any) -> Settings:
         """A copy with some options changed (validated like the original)."""
-        _check_names(options)
+        options = hide_secrets(options)
+        check_names(options, {f.name for f in fields(self)})
         return dataclasses.replace(self, **options)
 
     @classmethod
@@ -342,95 +354,11 @@ class Settings:
         app.config, already typed values. Unknown ``AUTOPROF_*`` keys are an error, since a typo
         would otherwise be silently ignored.
         """
-        types = {f.name: f.type for f in fields(cls)}
-        options: dict[str, Any] = {}
-        for key, raw in mapping.items():
-            if not key.startswith(prefix):
-                continue
-            name = key[len(prefix) :].lower()
-            if name not in types:
-                known = {prefix + n.upper() for n in types}
-                raise ConfigError(
-                    f"{key} in the {source} is not an autoprof setting{_did_you_mean(key, known)}"
-                )
-            try:
-                options[name] = _parse_value(name, str(types[name]), raw)
-            except (ConfigError, ValueError) as exc:
-                shown = "<hidden>" if name in SECRET_OPTIONS else repr(raw)
-                raise ConfigError(f"{key}={shown} in the {source}: {exc}") from None
-        return options
+        types = {f.name: str(f.type) for f in fields(cls)}
+        return parse_options(mapping, types, prefix=prefix, source=source, parse_rule=Rule.parse)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Settings:
         """Settings from keyword defaults overridden by ``AUTOPROF_*`` environment variables."""
         env = os.environ if environ is None else environ
         return cls.build(**{**options, **cls.options_from_mapping(env)})
-
-
-def _check_names(options: Mapping[str, Any]) -> None:
-    known = {f.name for f in fields(Settings)}
-    for name in options:
-        if name not in known:
-            raise ConfigError(f"unknown autoprof option {name!r}{_did_you_mean(name, known)}")
-
-
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-def _parse_value(name: str, type_name: str, raw: Any) -> Any:
-    if not isinstance(raw, str):
-        return raw
-    if name.endswith("_rule"):
-        return Rule.parse(raw)
-    if name == "admin_authorize":
-        raise ConfigError("a function cannot come from a string: pass admin_authorize= in code")
-    if type_name == "bool":
-        if raw.strip().lower() in _TRUE:
-            return True
-        if raw.strip().lower() in _FALSE:
-            return False
-        raise ConfigError("expected true/false (1/0, yes/no, on/off)")
-    if name == "max_bytes":
-        return parse_size(raw)
-    if name == "cpu_max":
-        if raw.strip().lower() in (*_FALSE[1:], "none", ""):
-            return None
-        return _number(raw.strip().removesuffix("%"))
-    if name == "flight_recorder_budget":
-        return _number(raw.strip().removesuffix("%"))
-    if type_name == "int":
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"expected a whole number, got {raw!r}") from None
-    if type_name == "float":
-        return parse_duration(raw)
-    if name in ("path_filter", "admin_token"):
-        return raw or None
-    return raw
-
-
-def parse_duration(text: str) -> float:
-    """``"10"``, ``"10s"``, ``"500ms"``, ``"1m"``, ``"2h"`` -> seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(f"expected a duration like 10, 10s, 500ms or 1m, got {text!r}")
-    return float(match[1]) * _DURATION_UNITS[(match[2] or "s").lower()]
-
-
-def parse_size(text: str) -> int:
-    """``"1048576"``, ``"200MB"``, ``"200MiB"``, ``"1g"`` -> bytes (powers of 1024)."""
-    match = _SIZE.match(text)
-    if not match:
-        raise ConfigError(f"expected a size like 200MiB, 1GiB or a number of bytes, got {text!r}")
-    unit = (match[2] or "b").lower()[0]
-    return int(float(match[1]) * 1024 ** "bkmgt".index(unit))
-
-
-def _did_you_mean(name: str, known: set[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"

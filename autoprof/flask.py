@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from autoprof.admin import AdminApp
 from autoprof.admin.http import SECURITY_HEADER_NAMES, security_headers
 from autoprof.config import Settings
-from autoprof.routes import NO_ROUTE
+from autoprof.routes import NO_ROUTE, EnvironRoutes
 from autoprof.wsgi import AutoProfWSGIMiddleware, admin_request
 
 if TYPE_CHECKING:
@@ -85,8 +85,10 @@ def admin_blueprint(admin: AdminApp) -> Blueprint:
     return blueprint
 
 
-class RouteCache:
-    """Flask routes by (method, path), matched against the app's url_map off the request path.
+class FlaskRoutes(EnvironRoutes):
+    """Routes of a Flask app's environs. A finished request's route is matched against the
+    app's url_map off the request path, on the monitor thread: Flask forgets the matched rule
+    before the middleware sees the response, and a per-request hook would cost every request.
 
     Matching costs a few microseconds, so at most ``budget`` new paths are matched per second
     (a flood of distinct paths leaves the rest unresolved, not the monitor busy) and at most
@@ -99,7 +101,18 @@ class RouteCache:
         self._cache: dict[tuple[str, str], str] = {}
         self._spent = (0.0, 0)
 
-    def resolve(self, method: str, path: str) -> str | None:
+    def routed(self, native: Any) -> str | None:
+        # Flask drops its request from the environ when its context ends: match again then.
+        route = super().routed(native)
+        if route is not None:
+            return route
+        try:
+            rule, _ = self.app.url_map.bind_to_environ(native).match(return_rule=True)
+        except Exception:  # not found, a redirect, a framework quirk: the path will do
+            return None
+        return str(rule.rule)
+
+    def resolve(self, method: str, path: str, hint: Any, extra: Any) -> str | None:
         found = self._cache.get((method, path))
         if found is not None:
             return found
@@ -132,7 +145,7 @@ class _FlaskMiddleware(AutoProfWSGIMiddleware):
     def __init__(self, app: Any, *, autoprof: AutoProf, flask_app: Flask) -> None:
         super().__init__(app, autoprof=autoprof)
         self.flask_app = flask_app
-        self._routes = RouteCache(flask_app)
+        self.routes = FlaskRoutes(flask_app)
         if autoprof.requests is not None:
             got_request_exception.connect(self._exception, flask_app, weak=False)
 
@@ -140,16 +153,6 @@ class _FlaskMiddleware(AutoProfWSGIMiddleware):
         log = self.autoprof.requests
         if log is not None:
             log.record_exception(request.method, request.path, exception)
-
-    def route_of(self, environ: WSGIEnvironment) -> str | None:
-        # Matched again, for profiled requests only, so that idle requests need no Flask hook.
-        rule, _ = self.flask_app.url_map.bind_to_environ(environ).match(return_rule=True)
-        return str(rule.rule)
-
-    def resolve_route(self, method: str, path: str, hint: Any, extra: Any) -> str | None:
-        # On the monitor thread: Flask forgets the matched rule before the middleware sees
-        # the response, and a per-request hook would cost every request.
-        return self._routes.resolve(method, path)
 
     def _serve_admin(
         self,

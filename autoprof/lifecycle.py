@@ -1,12 +1,30 @@
-"""The request lifecycle every adapter shares: requests in flight and what they leave behind."""
+"""The request lifecycle every adapter shares: requests in flight and what they leave behind.
+
+An adapter only translates its protocol. For each request it creates a :class:`Request` (from
+then on in flight) and hands the app a send or start_response that notes the status in
+``request.status``. When the open capture wants the request, the adapter keeps its profiling
+handle as ``request.handle`` and calls :meth:`Request.end_profile` once the request is done. It
+reports an exception that escaped the app with :meth:`Request.failed`, and calls
+:meth:`Request.finish` when the response is over: the request leaves the in-flight set and,
+when the request rules are on, becomes its own :class:`~autoprof.traffic.RequestEvent` in the
+:class:`~autoprof.traffic.RequestLog`. What the route of a request is, each framework tells
+through its :class:`~autoprof.routes.RouteResolver`.
+"""
 
 from __future__ import annotations
 
 import threading
-import time
-from typing import Any
+from threading import get_ident
+from time import perf_counter_ns
+from typing import TYPE_CHECKING, Any
 
-from autoprof.routes import ROUTE_KEY
+from autoprof.traffic import RequestEvent, RequestLog
+
+if TYPE_CHECKING:
+    from autoprof.capture import ProfiledRequest
+    from autoprof.routes import RouteResolver
+
+__all__ = ["Request", "RequestEvent", "RequestTracker", "status_code"]
 
 
 class RequestTracker:
@@ -14,9 +32,8 @@ class RequestTracker:
     list of what was running at the trigger."""
 
     def __init__(self) -> None:
-        #: id(scope or environ) -> (scope or environ, perf_counter at start, ident of the
-        #: thread that took it).
-        self.inflight: dict[int, tuple[Any, float, int]] = {}
+        #: Each :class:`Request` in flight (as key and value).
+        self.inflight: dict[Request, Request] = {}
 
     def __len__(self) -> int:
         return len(self.inflight)
@@ -28,26 +45,110 @@ class RequestTracker:
         """The requests in flight now, oldest first: method, path (no query string), route
         where already routed, age, and the thread that took it (for WSGI, the thread that runs
         it: its stack is in the capture's thread dump)."""
-        now = time.perf_counter()
+        now = perf_counter_ns()
         names = {t.ident: t.name for t in threading.enumerate()}
+        # Read once each: a request finishing meanwhile drops its native object and times.
+        requests = list(self.inflight.values())
+        running = [(r.started, r.thread, r.native, r.resolver) for r in requests]
+        running.sort(key=lambda r: r[0])
         found = []
-        for request, started, thread in list(self.inflight.values()):
-            if "REQUEST_METHOD" in request:  # a WSGI environ
-                method, path = request.get("REQUEST_METHOD"), request.get("PATH_INFO")
-                route = request.get(ROUTE_KEY)
-                url_rule = getattr(request.get("werkzeug.request"), "url_rule", None)
-                if url_rule is not None:
-                    route = getattr(url_rule, "rule", route)
-            else:  # an ASGI scope
-                method, path = request.get("method"), request.get("path")
-                route = getattr(request.get("route"), "path", None)
+        for started, thread, native, resolver in running:
+            if native is None or not started:
+                continue
+            try:
+                method, path = resolver.request_line(native)
+                route = resolver.routed(native)
+            except Exception:  # a framework quirk: leave the request out, not the list
+                continue
             found.append({
                 "method": method,
                 "path": path,
-                "route": route if isinstance(route, str) else None,
-                "age_s": round(now - started, 6),
+                "route": route,
+                "age_s": round((now - started) / 1e9, 6),
                 "thread": names.get(thread, str(thread)),
                 "thread_ident": thread,
             })
-        found.sort(key=lambda r: -r["age_s"])
-        return found[:limit]
+            if len(found) >= limit:
+                break
+        return found
+
+
+class Request(RequestEvent):
+    """One request from the adapter's first look at it to the end of its response; once
+    finished, its own :class:`~autoprof.traffic.RequestEvent` in the log (no copy is made).
+
+    ``native`` is the server's own object (the ASGI scope, the WSGI environ) while the request
+    is in flight; ``status`` what the adapter noted of the response (an int, a WSGI status
+    line; 0 before it started); ``handle`` the capture's profiling handle when the request is
+    profiled.
+    """
+
+    __slots__ = ("handle", "inflight", "log", "native", "started", "thread")
+
+    def __init__(  # the event's fields are filled in by finish()
+        self,
+        tracker: RequestTracker,
+        native: Any,
+        resolver: RouteResolver,
+        log: RequestLog | None,
+    ) -> None:
+        self.native = native
+        self.resolver = resolver
+        self.log = log
+        self.status = 0
+        self.handle: ProfiledRequest | None = None
+        self.thread = get_ident()
+        self.started = perf_counter_ns()
+        self.inflight = inflight = tracker.inflight
+        inflight[self] = self
+
+    def failed(self, exc: BaseException) -> None:
+        """An exception escaped the app: kept (rate limited) for the error-rate rule."""
+        log = self.log
+        if log is not None and isinstance(exc, Exception):
+            method, path = self.resolver.request_line(self.native)
+            log.record_exception(method, path, exc)
+
+    def finish(self) -> None:
+        """The response is over: out of the in-flight set and, as its own event, into the
+        log."""
+        self.inflight.pop(self, None)
+        log = self.log
+        if log is not None:
+            native = self.native
+            method, path, hint, extra = self.resolver.fields
+            self.method = native.get(method, "")
+            self.path = native.get(path, "")
+            self.hint = native.get(hint)
+            self.extra = None if extra is None else native.get(extra)
+            self.duration = (
+                None if self.handle is not None else (perf_counter_ns() - self.started) * 1e-9
+            )
+            # The log keeps the event until the monitor drains it: not what it no longer needs.
+            self.native = None
+            self.started = self.thread = 0
+            log.events.append(self)
+
+    def end_profile(self, error: type[BaseException] | None = None) -> None:
+        """Stop the profiler of a profiled request and hand its profile to the capture, with
+        the route the app matched (asked now that it has; so before :meth:`finish`)."""
+        handle = self.handle
+        if handle is None:
+            return
+        if handle.status is None:
+            handle.status = status_code(self.status) or None
+        try:
+            route = self.resolver.routed(self.native)
+        except Exception:  # a framework quirk: the path will do
+            route = None
+        handle.finish(route=route, error=error)
+
+
+def status_code(status: int | str) -> int:
+    """The status as a number: an int as it is, a WSGI status line's first word; 0 if none."""
+    if isinstance(status, int):
+        return status
+    try:
+        return int(status.split(" ", 1)[0])
+    except ValueError:
+        return 0

@@ -1,4 +1,5 @@
-"""Routes as autoprof names them ("GET /items/{id}") and matching request paths against them.
+"""Routes as autoprof names them ("GET /items/{id}"), how each framework tells a request's route
+(:class:`RouteResolver`), and matching request paths against routes.
 
 A capture opened for a route must pick that route's requests *before* the app has routed them,
 so the route's path template is turned back into a pattern: Starlette's ``{name}`` and
@@ -12,6 +13,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
+from typing import Any, Protocol
 
 ROUTE_KEY = "autoprof.route"
 """WSGI environ key where an app or framework adapter may leave the matched route template."""
@@ -38,6 +40,78 @@ def template_pattern(template: str) -> re.Pattern[str]:
         position = match.end()
     parts.append(re.escape(template[position:]))
     return re.compile("".join(parts))
+
+
+class RouteResolver(Protocol):
+    """How one kind of request (an ASGI scope, a WSGI environ) names its method, path and route.
+
+    ``fields`` are the keys of the request's dict that a finished request leaves in its
+    :class:`autoprof.traffic.RequestEvent`: method, path, a hint for its route, and one more
+    (None: nothing). :meth:`resolve` turns those into the route's template on the monitor
+    thread, so that no request pays for it."""
+
+    @property
+    def fields(self) -> tuple[str, str, str, str | None]:
+        """Keys of the request's dict: method, path, route hint, one more (or None)."""
+        ...
+
+    def request_line(self, native: Any) -> tuple[str, str]:
+        """The method and path (no query string) of a request."""
+        ...
+
+    def routed(self, native: Any) -> str | None:
+        """The route template the app has matched this request to so far, or None; cheap and
+        safe from any thread (the in-flight list reads it on the monitor thread)."""
+        ...
+
+    def resolve(self, method: str, path: str, hint: Any, extra: Any) -> str | None:
+        """The route template of a finished request (monitor thread), or None if it cannot be
+        told; frameworks without templates name a route by its path."""
+        ...
+
+
+class ASGIRoutes:
+    """Routes of ASGI scopes: Starlette and FastAPI leave the matched route in
+    ``scope["route"]`` (its ``path`` is the template below the app's mounts)."""
+
+    fields: tuple[str, str, str, str | None] = ("method", "path", "route", "root_path")
+
+    def request_line(self, native: Any) -> tuple[str, str]:
+        return native.get("method", ""), native.get("path", "")
+
+    def routed(self, native: Any) -> str | None:
+        template = getattr(native.get("route"), "path", None)
+        return template if isinstance(template, str) else None
+
+    def resolve(self, method: str, path: str, hint: Any, extra: Any) -> str | None:
+        template = getattr(hint, "path", None)
+        if isinstance(template, str):
+            return extra + template if isinstance(extra, str) else template
+        return path
+
+
+class EnvironRoutes:
+    """Routes of WSGI environs: what the app left under ``environ["autoprof.route"]``, Flask's
+    matched ``url_rule``, else the path itself."""
+
+    fields: tuple[str, str, str, str | None] = ("REQUEST_METHOD", "PATH_INFO", ROUTE_KEY, None)
+
+    def request_line(self, native: Any) -> tuple[str, str]:
+        return native.get("REQUEST_METHOD", ""), native.get("PATH_INFO", "")
+
+    def routed(self, native: Any) -> str | None:
+        rule = getattr(getattr(native.get("werkzeug.request"), "url_rule", None), "rule", None)
+        if isinstance(rule, str):
+            return rule
+        route = native.get(ROUTE_KEY)
+        return route if isinstance(route, str) else None
+
+    def resolve(self, method: str, path: str, hint: Any, extra: Any) -> str | None:
+        return hint if isinstance(hint, str) else path
+
+
+ASGI_ROUTES = ASGIRoutes()
+ENVIRON_ROUTES = EnvironRoutes()
 
 
 class RouteMatcher:

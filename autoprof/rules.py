@@ -7,11 +7,10 @@ A rule fires on the newest sample ``cur`` of a metric when::
 where ``avg`` is the mean of the previous ``window`` samples (``cur`` excluded: Holmes pushes
 ``cur`` into the window before averaging, which quietly raises its own thresholds), once
 ``window`` samples have been seen, and not within ``cooldown`` seconds of its last firing.
-A rise must also stand out of the metric's own jitter (:data:`NOISE_SIGMAS` standard
-deviations of its recent samples) and be at least the floor (:data:`MIN_RISE_OF_FLOOR`),
-so that a noisy but steady metric at a short interval does not fire. (The monitor also
-checks the CPU rule halfway between samples, on the CPU of the last full interval, and takes
-the sample early when it would fire: see ``monitor.Monitor``.)
+A rise must also stand out of the metric's own jitter and be at least the floor (see
+:mod:`autoprof.noise`), so that a noisy but steady metric at a short interval does not fire.
+(The monitor also checks the CPU rule halfway between samples, on the CPU of the last full
+interval, and takes the sample early when it would fire: see ``monitor.Monitor``.)
 
 A firing is settled by the caller (:meth:`RuleSet.settle`): acted on (a capture opened, or the
 open capture took its evidence), its value joins the window and its cooldown starts; not acted
@@ -22,95 +21,34 @@ nobody captured never becomes the rule's new normal and fires again at the next 
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from autoprof.config import METRICS, RSS_GROWTH_FLOOR_MIB, UNITS, Rule
+from autoprof.config import METRICS, RSS_GROWTH_FLOOR_MIB, Rule
+from autoprof.noise import (
+    MAD_TO_SIGMA,
+    MIN_RISE_OF_FLOOR,
+    NOISE_HISTORY,
+    NOISE_SIGMAS,
+    floor_rise,
+    jitter,
+)
+from autoprof.trigger import Reason, Trigger
 
-NOISE_SIGMAS = 5.0
-"""A rise (``diff``) must also be this many standard deviations of the window over its
-average: at a short interval under steady traffic, CPU and latency jitter by more than 25 %."""
-MAD_TO_SIGMA = 1.4826
-"""The standard deviation of normal data is 1.4826 times its median absolute deviation."""
-NOISE_HISTORY = 30
-"""Samples the jitter is estimated over (at least the window): ten are too few for a median."""
-MIN_RISE_OF_FLOOR = 1.0
-"""A rise (``diff``) must also be at least the rule's floor: the floor says which level
-matters, and a rise smaller than it does not either (CPU from 14 % to 22 % for one second
-against a 10 % floor, seen under steady traffic at a 1 s interval)."""
+__all__ = [
+    "MAD_TO_SIGMA",
+    "MIN_RISE_OF_FLOOR",
+    "NOISE_HISTORY",
+    "NOISE_SIGMAS",
+    "BaselineRuleState",
+    "Reason",
+    "RouteRules",
+    "RuleSet",
+    "RuleState",
+    "Trigger",
+]
 
-Reason = Literal["abs", "diff", "rise", "manual"]
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """Why a capture opened: which metric, at what value, against which threshold."""
-
-    metric: str
-    reason: Reason
-    value: float
-    average: float | None
-    threshold: float | None
-    rule: Rule | None
-    time: float
-    #: What the figure is about when it is not the whole process: a route ("GET /items/{id}").
-    subject: str | None = None
-    #: Figures behind the value (request counts, the routes that failed...), for the manifest.
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        """One human line, as logged when the rule fires."""
-        if self.reason == "manual":
-            return "manual trigger"
-        assert self.rule is not None
-        unit = UNITS.get(self.metric, "")
-        if self.reason == "abs":
-            why = f"absolute limit {self.rule.abs:g}{unit}"
-        elif self.reason == "rise":
-            why = f"{self.average:.1f}{unit} average +{self.rule.rise:g}{unit}"
-        else:
-            diff, average = self.rule.diff or 0.0, self.average or 0.0
-            why = f"{average:.1f}{unit} average +{diff:g}%"
-            plain = max(self.rule.min, average * (1 + diff / 100))
-            if self.threshold is not None and self.threshold > plain * (1 + 1e-9):
-                floor_rise = self.rule.min * MIN_RISE_OF_FLOOR
-                if math.isclose(self.threshold - average, floor_rise, rel_tol=1e-9):
-                    why = f"{average:.1f}{unit} average + a rise of at least the floor"
-                else:
-                    why += " and past its recent jitter"
-        about = f" of {self.subject}" if self.subject else ""
-        baseline = self.detail.get("baseline_mib")
-        over = (
-            f"; RSS {self.detail['rss_mib']:.1f} MiB over a baseline of {baseline:.1f} MiB"
-            if baseline is not None
-            else ""
-        )
-        return (
-            f"{self.metric} rule fired{about}: {self.value:.1f}{unit} >= "
-            f"{self.threshold:.1f}{unit} ({why}; floor {self.rule.min:g}{unit}{over})"
-        )
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready form for the manifest."""
-        rule = self.rule
-        return {
-            "metric": self.metric,
-            "reason": self.reason,
-            "value": self.value,
-            "average": self.average,
-            "threshold": self.threshold,
-            "rule": None
-            if rule is None
-            else {"min": rule.min, "diff": rule.diff, "abs": rule.abs, "cooldown": rule.cooldown,
-                  "rise": rule.rise},
-            "time": self.time,
-            "subject": self.subject,
-            "detail": self.detail,
-            "description": self.describe(),
-        }
 
 
 class RuleState:
@@ -149,7 +87,7 @@ class RuleState:
         if rule.abs is not None:
             tests.append(("abs", rule.abs))
         if rule.diff is not None:
-            rise = max(avg * rule.diff / 100, self.noise(), rule.min * MIN_RISE_OF_FLOOR)
+            rise = max(avg * rule.diff / 100, self.noise(), floor_rise(rule.min))
             tests.append(("diff", avg + rise))
         if rule.rise is not None:
             tests.append(("rise", avg + rule.rise))
@@ -163,10 +101,7 @@ class RuleState:
         history = self.history
         if len(history) < 2 or len(history) < (history.maxlen or 0):
             return 0.0
-        recent = self.recent
-        middle = statistics.median(recent)
-        mad = statistics.median(abs(value - middle) for value in recent)
-        return NOISE_SIGMAS * MAD_TO_SIGMA * mad
+        return jitter(self.recent)
 
     def status(self) -> dict[str, Any]:
         """Figures beyond average and threshold that explain this rule's state (for status())."""

@@ -12,11 +12,12 @@ from collections.abc import Iterable
 from types import FrameType
 from typing import Any
 
+from autoprof.frames import UNKNOWN_THREAD, frame_dicts, stack_dicts
+
 __all__ = ["render_task_stacks", "render_thread_stacks", "task_stacks", "thread_stacks"]
 
 _ALL_TASKS_ATTEMPTS = 5
 _MAX_AWAIT_DEPTH = 1_000
-_UNKNOWN_THREAD = "<unknown>"
 
 
 def thread_stacks(*, limit: int = 60) -> list[dict[str, Any]]:
@@ -45,14 +46,13 @@ def _thread_entry(
     current: bool,
     limit: int,
 ) -> dict[str, Any]:
-    summary = traceback.extract_stack(frame, limit=limit) if frame is not None else []
     return {
-        "name": thread.name if thread is not None else _UNKNOWN_THREAD,
+        "name": thread.name if thread is not None else UNKNOWN_THREAD,
         "ident": ident,
         "native_id": thread.native_id if thread is not None else None,
         "daemon": thread.daemon if thread is not None else None,
         "current": current,
-        "frames": _frame_dicts(summary),
+        "frames": stack_dicts(frame, limit=limit),
     }
 
 
@@ -104,7 +104,7 @@ def _task_entry(task: asyncio.Task[Any], limit: int) -> dict[str, Any]:
         "name": task.get_name(),
         "coro": _qualname(coro),
         "done": task.done(),
-        "frames": _frame_dicts(traceback.StackSummary.extract((f, f.f_lineno) for f in frames)),
+        "frames": frame_dicts(traceback.StackSummary.extract((f, f.f_lineno) for f in frames)),
     }
 
 
@@ -146,18 +146,6 @@ def render_task_stacks(tasks: list[dict[str, Any]]) -> str:
         header = f'Task "{task["name"]}" coro={task["coro"]} ({state})'
         blocks.append(_render_block(header, task["frames"]))
     return "\n\n".join(blocks) + "\n"
-
-
-def _frame_dicts(summary: Iterable[traceback.FrameSummary]) -> list[dict[str, Any]]:
-    return [
-        {
-            "filename": fs.filename,
-            "lineno": fs.lineno or 0,
-            "function": fs.name,
-            "line": (fs.line or "").strip(),
-        }
-        for fs in summary
-    ]
 
 
 def _render_block(header: str, frames: list[dict[str, Any]]) -> str:

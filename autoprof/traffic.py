@@ -1,12 +1,12 @@
 """Per-request figures (route, duration, status) and what the monitor makes of them per interval.
 
-The adapters append one tuple per finished request to :class:`RequestLog` (a deque append: the
-only per-request cost); the monitor thread drains it every ``collect_interval`` into a
-:class:`TrafficInterval`: each route's request count, p95 latency and 5xx count, and the share
-of 5xx over all requests; :class:`RecentTraffic` turns the intervals into the figures the
-request-level rules judge, over more than one interval when one holds too few requests.
-Resolving a route (its path template) happens there too, off the request path. Exceptions
-that escape the app are kept too (a few, rate limited), with their
+The adapters append one :class:`RequestEvent` per finished request to :class:`RequestLog` (a
+deque append: the only per-request cost); the monitor thread drains it every
+``collect_interval`` into a :class:`TrafficInterval`: each route's request count, p95 latency
+and 5xx count, and the share of 5xx over all requests; :class:`RecentTraffic` turns the
+intervals into the figures the request-level rules judge, over more than one interval when one
+holds too few requests. Resolving a route (its path template) happens there too, off the
+request path. Exceptions that escape the app are kept too (a few, rate limited), with their
 tracebacks, so that a capture opened by the error-rate rule names the code that failed.
 """
 
@@ -14,29 +14,40 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autoprof.routes import NO_ROUTE, route_key
+from autoprof.escaped import exception_entry
+from autoprof.escaped import render_exceptions as render_exceptions
+from autoprof.routes import NO_ROUTE, RouteResolver, route_key
 
 if TYPE_CHECKING:
     from autoprof.rules import RouteRules
 
-Resolver = Callable[[str, str, Any, Any], str | None]
-"""(method, path, hint, extra) -> the route's path template, or None if it cannot be told."""
-
 MAX_EVENTS = 100_000
 MAX_EXCEPTIONS = 20
 EXCEPTIONS_PER_SECOND = 5
-TRACEBACK_FRAMES = 30
 
 
-def path_resolver(method: str, path: str, hint: Any, extra: Any) -> str | None:
-    """For apps whose router names no templates: a string hint if any, else the path."""
-    return hint if isinstance(hint, str) else path
+class RequestEvent:
+    """One finished request, as the monitor reads it from :class:`RequestLog`: its ``resolver``
+    (:class:`~autoprof.routes.RouteResolver`) names the route from ``method``, ``path``, ``hint``
+    (what the request left about its route: ``scope["route"]``, ``environ["autoprof.route"]``)
+    and ``extra`` (the ASGI ``root_path``); ``duration`` in seconds (None: not timed, a profiler
+    slowed it); ``status`` an int or a WSGI status line, 0 if the response never started.
+
+    The adapters' :class:`autoprof.lifecycle.Request` is one: a request becomes its own event
+    when it finishes, no copy made."""
+
+    __slots__ = ("duration", "extra", "hint", "method", "path", "resolver", "status")
+
+    def __init__(
+        self, resolver: RouteResolver, method: str, path: str, hint: Any = None,
+        extra: Any = None, duration: float | None = None, status: int | str = 0,
+    ) -> None:
+        self.resolver, self.method, self.path = resolver, method, path
+        self.hint, self.extra, self.duration, self.status = hint, extra, duration, status
 
 
 @dataclass(frozen=True)
@@ -113,18 +124,11 @@ class TrafficInterval:
 
 
 class RequestLog:
-    """Finished requests, appended by the adapters and drained by the monitor.
-
-    Each event is ``(resolver, method, path, hint, extra, duration, status)``: ``duration`` is
-    seconds, or None for a request that must not count in latency (a profiled one is slowed by
-    its profiler); ``status`` is the response status as an int or a WSGI status line, 0 if the
-    response never started.
-    """
+    """Finished requests (:class:`RequestEvent`), appended by the adapters and drained by the
+    monitor, and the exceptions that escaped the app."""
 
     def __init__(self, max_events: int = MAX_EVENTS) -> None:
-        self.events: deque[tuple[Resolver, str, str, Any, Any, float | None, Any]] = deque(
-            maxlen=max_events
-        )
+        self.events: deque[RequestEvent] = deque(maxlen=max_events)
         self.exceptions: deque[dict[str, Any]] = deque(maxlen=MAX_EXCEPTIONS)
         self._exception_budget = (0.0, 0)
         self._lock = threading.Lock()
@@ -139,53 +143,45 @@ class RequestLog:
             if count >= EXCEPTIONS_PER_SECOND:
                 return
             self._exception_budget = (start, count + 1)
-        frames = traceback.extract_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
-        self.exceptions.append({
-            "time": time.time(),
-            "method": method,
-            "path": path,
-            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "message": str(exc)[:500],
-            "frames": [
-                {"filename": f.filename, "lineno": f.lineno or 0, "function": f.name,
-                 "line": (f.line or "").strip()}
-                for f in frames
-            ],
-        })
+        self.exceptions.append(exception_entry(method, path, exc))
 
     def drain(self) -> TrafficInterval:
-        """Take every event appended since the last drain and add them up (monitor thread)."""
+        """Take every event appended since the last drain and add them up (monitor thread).
+
+        Events that name the same request (resolver, method, path, hint, extra) are resolved
+        once per drain: a busy route costs one dictionary lookup per request here."""
         events = self.events
-        batch = [events.popleft() for _ in range(len(events))]
+        take = events.popleft
+        batch = [take() for _ in range(len(events))]
         interval = TrafficInterval(saturated=len(batch) >= (events.maxlen or 0))
-        routes = interval.routes
-        for resolver, method, path, hint, extra, duration, status in batch:
-            code = status if isinstance(status, int) else _status_code(status)
+        seen: dict[tuple[Any, ...], RouteFigures | None] = {}
+        codes: dict[Any, int] = {}
+        errors = 0
+        for event in batch:
+            status = event.status
+            code = codes.get(status)
+            if code is None:
+                code = codes[status] = status if isinstance(status, int) else _status_code(status)
             failed = code >= 500 or code == 0
-            interval.requests += 1
-            try:
-                template = resolver(method, path, hint, extra)
-            except Exception:
-                template = None
-            if template is None:
-                interval.errors += failed
-                continue
-            key = route_key(method, template)
-            figures = routes.get(key)
+            key = (event.resolver, event.method, event.path, id(event.hint), event.extra)
+            figures = seen.get(key, _UNSEEN)
+            if figures is _UNSEEN:
+                figures = seen[key] = _figures(interval, event)
             if figures is None:
-                figures = routes[key] = RouteFigures()
+                errors += failed
+                continue
             figures.requests += 1
             if failed:
                 figures.errors += 1
-                interval.errors += 1
-            if duration is not None:
-                figures.durations.append(duration)
+                errors += 1
+            if event.duration is not None:
+                figures.durations.append(event.duration)
+        interval.requests, interval.errors = len(batch), errors
         return interval
 
     def recent_exceptions(self, since: float | None = None) -> list[dict[str, Any]]:
         """The kept exceptions, oldest first (those after ``since``, a time.time())."""
         return [e for e in list(self.exceptions) if since is None or e["time"] >= since]
-
 
 
 MIN_LOOKBACK = 30.0
@@ -357,6 +353,24 @@ class RecentTraffic:
         return [row for _, _, row in rows[:limit]]
 
 
+_UNSEEN = RouteFigures()
+
+
+def _figures(interval: TrafficInterval, event: RequestEvent) -> RouteFigures | None:
+    """The figures ``event``'s route adds up to in ``interval``; None if it has no route."""
+    try:
+        template = event.resolver.resolve(event.method, event.path, event.hint, event.extra)
+    except Exception:
+        return None
+    if template is None:
+        return None
+    key = route_key(event.method, template)
+    figures = interval.routes.get(key)
+    if figures is None:
+        figures = interval.routes[key] = RouteFigures()
+    return figures
+
+
 def _p95_ms(durations: list[float]) -> float | None:
     if not durations:
         return None
@@ -368,27 +382,8 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-
 def _status_code(status: Any) -> int:
     try:
         return int(str(status)[:3])
     except ValueError:
         return 0
-
-
-def render_exceptions(exceptions: list[dict[str, Any]]) -> str:
-    """The kept exceptions as tracebacks, innermost call last."""
-    if not exceptions:
-        return "No exceptions escaped the app.\n"
-    blocks = []
-    for entry in exceptions:
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry["time"]))
-        lines = [f"{when} {entry['method']} {entry['path']}", "Traceback (most recent call last):"]
-        for frame in entry["frames"]:
-            lines.append(f'  File "{frame["filename"]}", line {frame["lineno"]}, '
-                         f'in {frame["function"]}')
-            if frame["line"]:
-                lines.append(f"    {frame['line']}")
-        lines.append(f"{entry['type']}: {entry['message']}")
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"

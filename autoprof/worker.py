@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from autoprof.errors import ErrorLog
+from autoprof.frames import thread_cpu_time
 
 Job = Callable[[], Any]
 
@@ -75,10 +76,7 @@ class Worker:
         thread = self._thread
         if thread is None or thread.ident is None:
             return 0.0
-        try:
-            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-        except (AttributeError, OSError):
-            return 0.0
+        return thread_cpu_time(thread.ident) or 0.0
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every queued job has run; False if ``timeout`` passed first."""

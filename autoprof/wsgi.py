@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from http import HTTPStatus
-from threading import get_ident
 from typing import IO, TYPE_CHECKING, Any
 
 from autoprof.admin import AdminApp, AdminRequest, AdminResponse
-from autoprof.admin.http import MAX_BODY, mount_base, parse_content_length
-from autoprof.capture import ProfiledRequest
+from autoprof.admin.http import BodyReader, mount_base
 from autoprof.controller import AutoProf
-from autoprof.routes import ROUTE_KEY
-from autoprof.traffic import RequestLog, Resolver
+from autoprof.lifecycle import Request
+from autoprof.routes import ENVIRON_ROUTES, RouteResolver
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -30,7 +26,7 @@ class AutoProfWSGIMiddleware:
     Keyword options are those of :class:`autoprof.AutoProf` (or pass ``autoprof=`` a controller
     you built). A request counts as in flight until the server closes its response iterable,
     so streamed bodies are counted while they stream; then its duration, status and route (see
-    :meth:`resolve_route`) go to the log the latency and error-rate rules read. When a capture
+    :attr:`routes`) go to the log the latency and error-rate rules read. When a capture
     is open, each of the next N requests runs under its own pyinstrument profiler on its own
     thread, covering the app call and the iteration of the body; its thread CPU time is
     recorded too.
@@ -46,7 +42,8 @@ class AutoProfWSGIMiddleware:
         self.autoprof = AutoProf.for_adapter("AutoProfWSGIMiddleware", autoprof, options)
         #: The admin route, or None when it is off (then no path is intercepted).
         self.admin = AdminApp.for_controller(self.autoprof)
-        self._resolver: Resolver = self.resolve_route  # bound once, not per request
+        #: How this app's requests name their routes (:class:`autoprof.routes.RouteResolver`).
+        self.routes: RouteResolver = ENVIRON_ROUTES
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         admin = self.admin
@@ -59,21 +56,25 @@ class AutoProfWSGIMiddleware:
         ap = self.autoprof
         if not ap.running:
             ap.ensure_started()
-        inflight = ap.inflight
-        key = id(environ)
         log = ap.requests
-        tracker = _InFlight(inflight, key, environ, start_response, log, self._resolver)
-        inflight[key] = (environ, tracker.started, get_ident())
+        request = _WSGIRequest(ap.tracker, environ, self.routes, log)
+        request.start_response = start_response
         try:
-            if ap.capture is not None:
+            capture = ap.capture
+            if capture is not None and capture.window.taking:
                 method = environ.get("REQUEST_METHOD", "GET")
-                handle = ap.claim(method, environ.get("PATH_INFO", ""))
-                if handle is not None:
-                    return self._profiled(handle, environ, tracker)
-            tracker.iterable = self.app(environ, start_response if log is None else tracker)
-            return tracker
+                request.handle = ap.claim(method, environ.get("PATH_INFO", ""))
+                if request.handle is not None:
+                    return self._profiled(request, environ)
+            request.iterable = self.app(
+                environ, start_response if log is None else request.start_noting_status
+            )
+            return request
         except BaseException as exc:
-            tracker.failed(exc)
+            request.failed(exc)
+            request.iterable = ()
+            request.start_response = _closed
+            request.finish()
             raise
 
     def _serve_admin(
@@ -88,41 +89,16 @@ class AutoProfWSGIMiddleware:
         start_response(_status_line(response), response.headers)
         return [response.body]
 
-    def _profiled(
-        self, handle: ProfiledRequest, environ: WSGIEnvironment, tracker: _InFlight
-    ) -> Iterable[bytes]:
-        def start_and_note_status(status: str, headers: Any, exc_info: Any = None) -> Any:
-            with contextlib.suppress(ValueError):
-                handle.status = int(status.split(" ", 1)[0])
-            return tracker(status, headers, exc_info)
-
-        tracker.profiled = True
+    def _profiled(self, request: _WSGIRequest, environ: WSGIEnvironment) -> Iterable[bytes]:
+        handle = request.handle
+        assert handle is not None
         handle.start(async_mode="disabled", measure_cpu=True)
         try:
-            result = self.app(environ, start_and_note_status)
+            request.iterable = self.app(environ, request.start_noting_status)
         except BaseException as exc:
-            handle.finish(route=self._route(environ), error=type(exc))
+            request.end_profile(type(exc))
             raise
-        return _Profiled(tracker, result, handle, lambda: self._route(environ))
-
-    def _route(self, environ: WSGIEnvironment) -> str | None:
-        try:
-            return self.route_of(environ)
-        except Exception:  # not found, redirect, a framework quirk: the path will do
-            return None
-
-    def resolve_route(self, method: str, path: str, hint: Any, extra: Any) -> str | None:
-        """The route template of a finished request, for the latency and error-rate rules
-        (called on the monitor thread with what the request left: ``environ["autoprof.route"]``
-        as ``hint``). Without one, the path stands for the route."""
-        return hint if isinstance(hint, str) else path
-
-    def route_of(self, environ: WSGIEnvironment) -> str | None:
-        """The route template of a profiled request, asked once it has finished: what a
-        framework left under ``environ["autoprof.route"]``, else None (the path is recorded
-        anyway)."""
-        route = environ.get(ROUTE_KEY)
-        return route if isinstance(route, str) else None
+        return _ProfiledBody(request)
 
 
 def request_path(environ: WSGIEnvironment) -> str:
@@ -141,24 +117,17 @@ def admin_request(
     not read (400: an invalid Content-Length, 413: too large), else None.
 
     The body is read from ``stream`` (``wsgi.input``, or Flask's ``request.stream``), at most
-    :data:`MAX_BODY` bytes of it.
+    :data:`autoprof.admin.http.MAX_BODY` bytes of it.
     """
     method = environ.get("REQUEST_METHOD", "GET").upper()
     body = b""
     refused: int | None = None
     if method == "POST" and stream is not None:
-        declared = environ.get("CONTENT_LENGTH") or ""
-        if declared:
-            length = parse_content_length(declared)
-            if length is None:
-                refused = 400
-            elif length > MAX_BODY:
-                refused = 413
-            elif length:
-                body = stream.read(length)
-        elif environ.get("wsgi.input_terminated"):
-            body = stream.read(MAX_BODY + 1)
-            refused = 413 if len(body) > MAX_BODY else None
+        declared = environ.get("CONTENT_LENGTH") or None
+        reader = BodyReader(declared)
+        if reader.wanted and (declared is not None or environ.get("wsgi.input_terminated")):
+            reader.add(stream.read(reader.wanted), more=False)
+        refused, body = reader.refused, reader.body
     headers = [
         (key[5:].replace("_", "-").lower(), value)
         for key, value in environ.items()
@@ -173,7 +142,7 @@ def admin_request(
         base=mount_base(environ.get("SCRIPT_NAME", ""), admin.prefix),
         query_string=environ.get("QUERY_STRING", ""),
         headers=headers,
-        body=body if refused is None else b"",
+        body=body,
         client=environ.get("REMOTE_ADDR"),
         secure=environ.get("wsgi.url_scheme") == "https",
         native=environ,
@@ -185,50 +154,22 @@ def _status_line(response: AdminResponse) -> str:
     return f"{response.status} {HTTPStatus(response.status).phrase}"
 
 
-class _InFlight:
-    """A request in flight: its start_response (noting the status) and its response iterable.
+class _WSGIRequest(Request):
+    """A request through the WSGI middleware: its start_response (noting the status) and its
+    response iterable, which the server closes once the body is sent: then it is finished."""
 
-    The request leaves the in-flight set when the server closes the iterable; then, if the
-    controller tracks requests, its route, duration and status go to the request log."""
+    __slots__ = ("error", "iterable", "start_response")
 
-    __slots__ = ("_environ", "_inflight", "_key", "_log", "_resolver", "_start_response",
-                 "iterable", "profiled", "started", "status")
+    start_response: StartResponse
+    iterable: Iterable[bytes]
+    error: type[BaseException] | None
 
-    def __init__(
-        self,
-        inflight: dict[int, Any],
-        key: int,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
-        log: RequestLog | None,
-        resolver: Resolver,
-    ) -> None:
-        self._inflight = inflight
-        self._key = key
-        self._environ = environ
-        self._start_response = start_response
-        self._log = log
-        self._resolver = resolver
-        self.iterable: Iterable[bytes] = ()
-        self.profiled = False
-        self.status = "0"
-        self.started = time.perf_counter()
-
-    def __call__(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+    def start_noting_status(self, status: str, headers: Any, exc_info: Any = None) -> Any:
         self.status = status
-        return self._start_response(status, headers, exc_info)
+        return self.start_response(status, headers, exc_info)
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.iterable)
-
-    def failed(self, exc: BaseException) -> None:
-        """The app raised instead of answering: the server will send a 500."""
-        log = self._log
-        if log is not None and isinstance(exc, Exception):
-            environ = self._environ
-            log.record_exception(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""),
-                                 exc)
-        self.close()
 
     def close(self) -> None:
         try:
@@ -236,46 +177,43 @@ class _InFlight:
             if close is not None:
                 close()
         finally:
-            self._inflight.pop(self._key, None)
-            log = self._log
-            if log is not None:
-                environ = self._environ
-                log.events.append((
-                    self._resolver, environ.get("REQUEST_METHOD", ""),
-                    environ.get("PATH_INFO", ""), environ.get(ROUTE_KEY), None,
-                    None if self.profiled else time.perf_counter() - self.started, self.status,
-                ))
+            # The log keeps the request until the monitor drains it, not the server's objects.
+            self.iterable = ()
+            self.start_response = _closed
+            self.finish()
 
 
-class _Profiled:
-    """The response iterable of a profiled request: stops its profiler once the body is done,
-    then closes as :class:`_InFlight`."""
+def _closed(status: str, headers: Any, exc_info: Any = None) -> Any:
+    raise RuntimeError("start_response called after the response was closed")
 
-    __slots__ = ("_error", "_handle", "_iterable", "_route", "_tracker")
 
-    def __init__(
-        self,
-        tracker: _InFlight,
-        iterable: Iterable[bytes],
-        handle: ProfiledRequest,
-        route: Callable[[], str | None],
-    ) -> None:
-        self._tracker = tracker
-        self._iterable = iterable
-        self._handle = handle
-        self._route = route
-        self._error: type[BaseException] | None = None
+class _ProfiledBody:
+    """The response iterable of a profiled request: its profiler stops once the body is
+    sent and closed."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: _WSGIRequest) -> None:
+        self._request = request
+        request.error = None
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            yield from self._iterable
+            yield from self._request.iterable
         except BaseException as exc:
-            self._error = type(exc)
+            self._request.error = type(exc)
             raise
 
     def close(self) -> None:
+        request = self._request
         try:
-            self._tracker.iterable = self._iterable
-            self._tracker.close()
+            close = getattr(request.iterable, "close", None)
+            if close is not None:
+                close()
         finally:
-            self._handle.finish(route=self._route(), error=self._error)
+            try:
+                request.end_profile(request.error)
+            finally:
+                request.iterable = ()
+                request.start_response = _closed
+                request.finish()

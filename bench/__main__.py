@@ -1,8 +1,8 @@
 """``python -m bench [--quick] [--out DIR] [--loadgen auto|wrk|python] [--only SECTION ...]
 [--detect-repeats N]``.
 
-Runs the sections (in-process, monitor, flight recorder, memory, detection, http), judges the
-targets, and writes ``results.md``, ``results.png`` and ``results.json`` to ``--out``
+Runs the sections (in-process, monitor, flight recorder, memory, detection, http, scale), judges
+the targets, and writes ``results.md``, ``results.png`` and ``results.json`` to ``--out``
 (``bench/results`` for the full run, ``bench/results/quick`` for ``--quick``). The markdown is
 printed at the end too. A section that fails is reported as failed in the table and makes the
 exit status 1.
@@ -28,10 +28,10 @@ from typing import Any
 
 import psutil
 
-from bench import detection, http, inprocess, memory, monitor, recorder, report
+from bench import detection, http, inprocess, memory, monitor, recorder, report, scale
 from bench.common import FULL, QUICK, Params, machine, progress
 
-SECTIONS = ("inprocess", "monitor", "recorder", "memory", "detection", "http")
+SECTIONS = ("inprocess", "monitor", "recorder", "memory", "detection", "http", "scale")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory": lambda: memory.run(params.memory_repeats, workdir),
             "detection": lambda: detection.run(params, workdir),
             "http": lambda: http.run(params, workdir, loadgen),
+            "scale": lambda: scale.run(params, workdir),
         }
         for name in wanted:
             section_start = time.monotonic()

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import scale
+
 IDLE_US = 1.5
 IDLE_HTTP_RATIO = 0.99
 IDLE_HTTP_P99_MS = 1.0
@@ -126,6 +128,11 @@ def targets(results: dict[str, Any]) -> list[Target]:
         out.append(_judge("first dump after a spike (worst run)",
                           f"{item['metric']} spike", worst, DETECT_INTERVALS,
                           higher=False, unit=" intervals", fmt=".2f"))
+    at_goal = scale.stall_at_goal(sections.get("scale", {}))
+    if at_goal is not None:
+        out.append(_judge("longest event-loop stall: heap census",
+                          f"{at_goal['objects']:,} objects", at_goal["stall_ms"],
+                          scale.STALL_GOAL_MS, higher=False, unit=" ms", fmt=".1f"))
     return out
 
 
@@ -425,6 +432,7 @@ def markdown(results: dict[str, Any], judged: list[Target]) -> str:
         ("detection", _detection_md),
         ("memory", _memory_md),
         ("recorder", _recorder_md),
+        ("scale", scale.markdown),
     )
     for key, render in renderers:
         if key in sections:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from autoprof import AutoProf
+from autoprof import AutoProf, Secret
 from autoprof.admin import AdminRequest
 from autoprof.admin.guard import SESSION_TTL, Guard, bearer_token, same_origin
 from autoprof.config import ConfigError, Settings
@@ -96,7 +96,7 @@ def test_admin_options_from_the_environment():
             "AUTOPROF_ADMIN_LOCKOUT": "2m",
         }
     )
-    assert (s.admin, s.admin_token, s.admin_prefix) == (True, TOKEN, "/ops/profiles")
+    assert (s.admin, s.admin_token, s.admin_prefix) == (True, Secret(TOKEN), "/ops/profiles")
     assert (s.admin_max_failures, s.admin_lockout) == (7, 120.0)
     assert Settings.from_env({"AUTOPROF_ADMIN_TOKEN": ""}).admin_token is None
     with pytest.raises(ConfigError, match="pass admin_authorize= in code"):

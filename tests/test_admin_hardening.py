@@ -39,17 +39,21 @@ def test_ascii_digits_and_limits():
     assert parse_content_length(None) is None
 
 
-def asgi_post(app: Any, content_length: bytes, body: bytes = b"token=x") -> tuple[int, bytes]:
-    """POST to the login form through the ASGI app with a raw Content-Length header."""
-    scope = {
+def login_scope(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
+    """An ASGI scope POSTing a form to the admin login, with ``headers`` added."""
+    return {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
         "scheme": "http", "path": "/_autoprof/login", "raw_path": b"/_autoprof/login",
         "root_path": "", "query_string": b"", "client": ("10.0.0.9", 5000),
         "server": ("testserver", 80),
         "headers": [(b"host", b"testserver"), (b"sec-fetch-site", b"same-origin"),
-                    (b"content-type", b"application/x-www-form-urlencoded"),
-                    (b"content-length", content_length)],
+                    (b"content-type", b"application/x-www-form-urlencoded"), *headers],
     }
+
+
+def asgi_post(app: Any, content_length: bytes, body: bytes = b"token=x") -> tuple[int, bytes]:
+    """POST to the login form through the ASGI app with a raw Content-Length header."""
+    scope = login_scope((b"content-length", content_length))
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, StreamingRespon
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-import autoprof.capture
+import autoprof.capture.request
 from autoprof import AutoProf, AutoProfMiddleware, ConfigError
 from tests.conftest import only_capture, read_file
 
@@ -76,7 +76,7 @@ def client(app: Any) -> httpx.AsyncClient:
 async def test_idle_path_passes_through_and_counts_in_flight(make_autoprof, monkeypatch):
     ap = make_autoprof()
     constructed: list[object] = []
-    monkeypatch.setattr(autoprof.capture, "Profiler", lambda **kw: constructed.append(kw))
+    monkeypatch.setattr(autoprof.capture.request, "Profiler", lambda **kw: constructed.append(kw))
     seen: dict[str, Any] = {}
     async with client(make_app(ap, seen)) as c:
         response = await c.get("/items/7?secret=1")
@@ -266,7 +266,7 @@ async def test_profiler_failure_costs_only_the_profile(make_autoprof, monkeypatc
         def start(self, **kwargs: Any) -> None:
             raise RuntimeError("profiler exploded")
 
-    monkeypatch.setattr(autoprof.capture, "Profiler", BrokenProfiler)
+    monkeypatch.setattr(autoprof.capture.request, "Profiler", BrokenProfiler)
     async with client(make_app(ap, {})) as c:
         ap.trigger()
         response = await c.get("/items/5")

@@ -80,7 +80,7 @@ def test_writes_markdown_json_and_chart(quick_run: tuple[Path, str]) -> None:
     assert results["mode"] == "quick"
     assert results["errors"] == {}
     assert set(results["sections"]) == {
-        "inprocess", "monitor", "recorder", "memory", "detection", "http"
+        "inprocess", "monitor", "recorder", "memory", "detection", "http", "scale"
     }
     png = (out / "results.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
@@ -165,3 +165,23 @@ def test_flight_recorder_section_and_rows(quick_run: tuple[Path, str]) -> None:
                     "recorder_thread_us"):
             assert math.isfinite(row[key]), (app["app"], key, row[key])
     assert markdown.count("autoprof idle + flight recorder against autoprof idle") == 2
+
+
+def test_scale_section_has_a_point_per_size(quick_run: tuple[Path, str]) -> None:
+    out, _ = quick_run
+    all_tables = tables((out / "results.md").read_text(encoding="utf-8"))
+    heap = table_for(all_tables, "Heap census against heap size")
+    threads = table_for(all_tables, "Thread sampling against idle threads")
+    routes = table_for(all_tables, "Request rules against routes")
+    assert [r[0] for r in heap] == ["100,000", "300,000"]
+    assert [r[0] for r in threads] == ["10", "50"]
+    assert [r[0] for r in routes] == ["10", "100"]
+    for row in heap + threads + routes:
+        assert all(numeric(cell) for cell in row), row
+    section = json.loads((out / "results.json").read_text(encoding="utf-8"))["sections"]["scale"]
+    for point in section["heap"]:
+        assert point["objects"] >= point["target_objects"] * 0.9, point
+        assert point["largest"] == 1, point  # the holder search ran
+    assert all(r["routes_seen"] == r["routes"] for r in section["routes"])
+    assert all(r["sampler"]["passes"] > 0 and r["recorder"]["passes"] > 0
+               for r in section["threads"])

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from autoprof import AutoProf, AutoProfWSGIMiddleware, ConfigError, Rule
-from autoprof import store as store_module
 from autoprof.metrics import Sample
+from autoprof.store import fs as store_fs
 from tests.conftest import only_capture, read_file
 from tests.test_wsgi import call, environ
 
@@ -173,12 +173,12 @@ def test_dump_dir_gone_at_run_time_never_reaches_the_app(make_autoprof):
 def test_disk_full_while_writing_loses_nothing_visible_and_recovers(make_autoprof, monkeypatch):
     ap = make_autoprof(requests=1)
     app = AutoProfWSGIMiddleware(alloc_app, autoprof=ap)
-    real_write = store_module._write_atomic
+    real_write = store_fs.write_atomic
 
     def full(*args: Any, **kwargs: Any) -> Any:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store_module, "_write_atomic", full)
+    monkeypatch.setattr(store_fs, "write_atomic", full)
     ap.trigger()
     serve(app, 1)
     assert ap.flush(timeout=30)
@@ -188,7 +188,7 @@ def test_disk_full_while_writing_loses_nothing_visible_and_recovers(make_autopro
     assert ap.store.captures() == []
     assert [p.name for p in ap.store.directory.iterdir() if p.name != ".lock"] == []
 
-    monkeypatch.setattr(store_module, "_write_atomic", real_write)
+    monkeypatch.setattr(store_fs, "write_atomic", real_write)
     ap.trigger()
     serve(app, 1)
     info, manifest = only_capture(ap)

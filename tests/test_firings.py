@@ -47,14 +47,14 @@ def test_an_event_loop_stall_during_a_cpu_capture_gets_its_blocked_stack(
     monitor = started(ap)
     watch(ap, loop_thread)
     time.sleep(0.1)
-    monitor.observe(sample(1), None, ap._loop_lag())
-    monitor.observe(sample(2, cpu=90), None, ap._loop_lag())
+    monitor.observe(sample(1), None, ap.runtime.loop_lag())
+    monitor.observe(sample(2, cpu=90), None, ap.runtime.loop_lag())
     capture = ap.capture
     assert capture is not None
     assert capture.trigger.metric == "cpu"
     done = asyncio.run_coroutine_threadsafe(handler_that_blocks(), loop_thread)
     time.sleep(0.4)  # judged while the loop is still blocked, the CPU capture still open
-    monitor.observe(sample(3, cpu=90), None, ap._loop_lag())
+    monitor.observe(sample(3, cpu=90), None, ap.runtime.loop_lag())
     assert ap.capture is capture
     done.result(5)
     capture.close("test")
@@ -140,7 +140,7 @@ def test_a_firing_skipped_for_the_budget_is_not_absorbed_and_fires_later(
     clock = [1000.0]
     fake = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if n[0] != "_"})
     fake.monotonic = lambda: clock[0]
-    monkeypatch.setattr("autoprof.controller.time", fake)
+    monkeypatch.setattr("autoprof.dispatch.time", fake)
     ap = make_autoprof(**{**QUIET, "cpu_rule": Rule(min=0, diff=50, cooldown=0)},
                        window=3, requests=1, captures_per_window=1, captures_window=600)
     monitor = started(ap)

@@ -295,7 +295,7 @@ def test_failures_while_sampling_are_counted_not_raised(
     monkeypatch.setattr(autoprof.loopwatch, "call_stack", boom)
     monkeypatch.setattr(autoprof.loopwatch, "_frame_dicts", boom)
     monkeypatch.setattr(autoprof.stacks, "task_stacks", boom)
-    monkeypatch.setattr(LoopWatchdog, "_running_task", boom)
+    monkeypatch.setattr(autoprof.loopwatch._BlockReader, "_running_task", boom)
     wd = watch()
 
     assert app_loop.run(sleepy_handler()) == "done"

@@ -13,8 +13,9 @@ from typing import Any
 import psutil
 import pytest
 
-import autoprof.capture
-import autoprof.store
+import autoprof.capture.report
+import autoprof.capture.request
+import autoprof.store.fs
 from autoprof import AutoProf, AutoProfWSGIMiddleware, Rule
 from autoprof.metrics import Sample
 from tests.conftest import only_capture
@@ -58,9 +59,11 @@ def test_profiler_failures_cost_only_the_profile(make_autoprof, monkeypatch, whe
     ap = make_autoprof(requests=2)
     app = AutoProfWSGIMiddleware(hello_app, autoprof=ap)
     if where == "stop":
-        monkeypatch.setattr(autoprof.capture.Profiler, "stop", raiser(RuntimeError("stop!")))
+        stop = raiser(RuntimeError("stop!"))
+        monkeypatch.setattr(autoprof.capture.request.Profiler, "stop", stop)
     else:
-        monkeypatch.setattr(autoprof.capture, "render_session", raiser(ValueError("render!")))
+        render = raiser(ValueError("render!"))
+        monkeypatch.setattr(autoprof.capture.report, "render_session", render)
     ap.trigger()
     serve(app, 3)
     _, manifest = only_capture(ap)
@@ -153,8 +156,8 @@ def test_dump_dir_faults_never_reach_the_app(make_autoprof, monkeypatch, caplog,
     ap = make_autoprof(requests=1)
     ap.breaker.reset_after = ap.breaker.open_for = 0.3  # retry soon, for the test
     app = AutoProfWSGIMiddleware(hello_app, autoprof=ap)
-    real_write = autoprof.store._write_atomic
-    monkeypatch.setattr(autoprof.store, "_write_atomic", raiser(OSError(code, text)))
+    real_write = autoprof.store.fs.write_atomic
+    monkeypatch.setattr(autoprof.store.fs, "write_atomic", raiser(OSError(code, text)))
     for _ in range(3):
         ap.trigger()
         serve(app, 2)
@@ -173,7 +176,7 @@ def test_dump_dir_faults_never_reach_the_app(make_autoprof, monkeypatch, caplog,
     serve(app, 1)
     assert any("capturing paused" in r.getMessage() for r in caplog.records)
 
-    monkeypatch.setattr(autoprof.store, "_write_atomic", real_write)  # the fault is gone
+    monkeypatch.setattr(autoprof.store.fs, "write_atomic", real_write)  # the fault is gone
     time.sleep(0.35)  # past the breaker's retry time: one attempt is let through
     assert ap.trigger() is not None
     serve(app, 1)

@@ -22,9 +22,9 @@ import pytest
 from autoprof import AutoProf, AutoProfWSGIMiddleware, Rule
 from autoprof.metrics import Sample
 from autoprof.monitor import Monitor
-from autoprof.routes import NO_ROUTE, RouteMatcher, template_pattern
+from autoprof.routes import ENVIRON_ROUTES, NO_ROUTE, EnvironRoutes, RouteMatcher, template_pattern
 from autoprof.rules import RouteRules
-from autoprof.traffic import RequestLog, path_resolver
+from autoprof.traffic import RequestEvent, RequestLog
 from tests.conftest import only_capture, read_file
 from tests.test_wsgi import call, environ
 
@@ -83,8 +83,20 @@ def test_route_matcher_checks_method_and_template() -> None:
 # -- the request log -------------------------------------------------------------------------
 
 
-def event(path: str, ms: float | None, status: Any = 200, method: str = "GET") -> tuple[Any, ...]:
-    return (path_resolver, method, path, None, None, None if ms is None else ms / 1000, status)
+def event(path: str, ms: float | None, status: Any = 200, method: str = "GET") -> RequestEvent:
+    return RequestEvent(
+        ENVIRON_ROUTES, method, path, None, None, None if ms is None else ms / 1000, status
+    )
+
+
+class FixedRoutes(EnvironRoutes):
+    """Resolves every finished request to ``route``."""
+
+    def __init__(self, route: str | None) -> None:
+        self.route = route
+
+    def resolve(self, method: str, path: str, hint: Any, extra: Any) -> str | None:
+        return self.route
 
 
 def test_drain_adds_up_each_route_and_the_error_rate() -> None:
@@ -108,8 +120,8 @@ def test_drain_adds_up_each_route_and_the_error_rate() -> None:
 def test_unmatched_requests_count_for_errors_but_are_no_route_to_judge() -> None:
     log = RequestLog()
     for _ in range(5):
-        log.events.append((lambda *a: NO_ROUTE, "GET", "/nope", None, None, 0.5, 404))
-    log.events.append((lambda *a: None, "GET", "/unresolved", None, None, 0.5, 500))
+        log.events.append(RequestEvent(FixedRoutes(NO_ROUTE), "GET", "/nope", None, None, 0.5, 404))
+    log.events.append(RequestEvent(FixedRoutes(None), "GET", "/unresolved", None, None, 0.5, 500))
     interval = log.drain()
     assert interval.latencies(min_requests=1) == {}
     assert (interval.requests, interval.errors) == (6, 1)
@@ -335,19 +347,19 @@ def test_a_blocked_event_loop_opens_a_capture_naming_the_blocking_call(
     watch(ap, loop_thread)
     for t in (1, 2):
         time.sleep(0.1)
-        monitor.observe(sample(t), None, ap._loop_lag())
+        monitor.observe(sample(t), None, ap.runtime.loop_lag())
     assert monitor.history[-1].loop_lag is not None
     assert monitor.history[-1].loop_lag < 100
     assert ap.capture is None
     done = asyncio.run_coroutine_threadsafe(handler_that_blocks(), loop_thread)
     time.sleep(0.4)  # judged while the loop is still blocked
-    monitor.observe(sample(3), None, ap._loop_lag())
+    monitor.observe(sample(3), None, ap.runtime.loop_lag())
     capture = ap.capture
     assert capture is not None
     assert capture.trigger.metric == "loop_lag"
     assert capture.trigger.value >= 300
     done.result(5)
-    watchdog = ap._loopwatch
+    watchdog = ap.runtime.loopwatch
     assert watchdog is not None
     deadline = time.monotonic() + 5
     while watchdog.last_event is None and time.monotonic() < deadline:  # the block ended
@@ -372,16 +384,16 @@ def test_a_stall_autoprof_caused_itself_is_not_judged(make_autoprof, loop_thread
     monitor = started(ap)
     watch(ap, loop_thread)
     time.sleep(0.1)
-    monitor.observe(sample(1), None, ap._loop_lag())
+    monitor.observe(sample(1), None, ap.runtime.loop_lag())
     with ap.busy.busy():  # as while the writer holds the GIL through a tracemalloc snapshot
         asyncio.run_coroutine_threadsafe(handler_that_blocks(), loop_thread).result(5)
     time.sleep(0.1)
-    monitor.observe(sample(2), None, ap._loop_lag())
+    monitor.observe(sample(2), None, ap.runtime.loop_lag())
     assert ap.capture is None
     assert ap.status()["self_inflicted_stalls"] == 1
     asyncio.run_coroutine_threadsafe(handler_that_blocks(), loop_thread).result(5)
     time.sleep(0.1)
-    monitor.observe(sample(3), None, ap._loop_lag())
+    monitor.observe(sample(3), None, ap.runtime.loop_lag())
     assert ap.capture is not None  # the same stall, the app's own doing this time
 
 
@@ -420,7 +432,7 @@ def test_captures_per_window_caps_rule_captures_not_manual_ones(make_autoprof, m
     clock = [1000.0]
     fake = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if n[0] != "_"})
     fake.monotonic = lambda: clock[0]
-    monkeypatch.setattr("autoprof.controller.time", fake)
+    monkeypatch.setattr("autoprof.dispatch.time", fake)
     ap = make_autoprof(cpu_rule=Rule(min=0, diff=None, abs=50, cooldown=0), mem_rule=None,
                        window=1, requests=1, captures_per_window=2, captures_window=600)
     monitor = started(ap)

@@ -8,6 +8,7 @@ rule sees and why a route is not judged yet.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -16,8 +17,9 @@ import pytest
 from autoprof import AutoProf, AutoProfWSGIMiddleware, Rule
 from autoprof.admin.pages import status_page
 from autoprof.config import ERROR_RATE_DEFAULT, LATENCY_DEFAULT
+from autoprof.routes import ENVIRON_ROUTES
 from autoprof.rules import RouteRules
-from autoprof.traffic import RecentTraffic, RequestLog, TrafficInterval, path_resolver
+from autoprof.traffic import RecentTraffic, RequestEvent, RequestLog, TrafficInterval
 from tests.conftest import only_capture
 from tests.test_request_rules import QUIET, Shop, get, sample, started
 
@@ -28,7 +30,7 @@ def interval_of(*requests: tuple[str, float, int]) -> TrafficInterval:
     """An interval's traffic from (path, ms, status) requests, as the monitor drains it."""
     log = RequestLog()
     for path, ms, status in requests:
-        log.events.append((path_resolver, "GET", path, None, None, ms / 1000, status))
+        log.events.append(RequestEvent(ENVIRON_ROUTES, "GET", path, None, None, ms / 1000, status))
     return log.drain()
 
 
@@ -212,7 +214,9 @@ def test_default_rules_stay_silent_under_steady_jittery_traffic(make_autoprof: A
                 ms = median * rng.lognormvariate(0, 0.35)
                 if rng.random() < 0.01:
                     ms *= 3  # a GC pause, a cold cache
-                log.events.append((path_resolver, "GET", path, None, None, ms / 1000, 200))
+                log.events.append(
+                    RequestEvent(ENVIRON_ROUTES, "GET", path, None, None, ms / 1000, 200)
+                )
         monitor.observe(sample(n * 10.0), log.drain())
     assert ap.capture is None
     assert ap.store.captures() == []
@@ -240,16 +244,17 @@ def test_status_lists_routes_worst_first_and_caps_them() -> None:
     assert [r["route"] for r in rows[1:]] == ["GET /r14", "GET /r13", "GET /r12", "GET /r11"]
 
 
-def test_the_admin_status_page_shows_the_route_table() -> None:
-    status = {
-        "routes": [
+def test_the_admin_status_page_shows_the_route_table(tmp_path: Any) -> None:
+    status = dataclasses.replace(
+        AutoProf(dump_dir=str(tmp_path)).snapshot(),
+        routes=[
             {"route": "GET /sync", "p95_ms": 402.5, "baseline_ms": 4.4, "threshold_ms": 200.0,
              "requests": 5, "seconds": 5.0, "reason": None},
             {"route": "GET /<b>", "p95_ms": 3.0, "baseline_ms": None, "threshold_ms": None,
              "requests": 3, "seconds": 20.0, "reason": "too few requests: 3 of 5 in the last 20 s"},
-        ]
-    }
-    html = status_page("/_autoprof", status, "", (0, 0)).decode()
+        ],
+    )
+    html = status_page("/_autoprof", status, 0, "", (0, 0)).decode()
     assert "Routes (latency rule, worst first)" in html
     assert "<code>GET /sync</code>" in html
     assert "402.5 ms" in html

@@ -151,3 +151,44 @@ def test_a_thread_name_cannot_break_out_of_the_html_profiles(make_autoprof):
         assert "<!--" not in html.split("const sessionData", 1)[1].split("</script>", 1)[0]
         text = read_file(info, files["text"])
         assert "x\u2039/script><script>alert(1)\u2039/script>\u2039!--" in text
+
+
+def first_park(parked: threading.Event, go_on: threading.Event, stop: threading.Event) -> None:
+    parked.set()
+    go_on.wait()
+    second_park(stop)
+
+
+def second_park(stop: threading.Event) -> None:
+    stop.wait()
+
+
+def test_a_parked_thread_is_read_once_and_again_when_it_moves_on():
+    parked, go_on, stop = threading.Event(), threading.Event(), threading.Event()
+    worker = threading.Thread(target=first_park, args=(parked, go_on, stop), name="parker")
+    worker.start()
+    assert parked.wait(5)
+    sampler = ThreadSampler(interval=0.01, ring=True, max_samples=1000)
+    try:
+        sampler.start()
+        time.sleep(0.2)
+        go_on.set()
+        time.sleep(0.2)
+    finally:
+        session = sampler.session()
+        stop.set()
+        worker.join()
+    assert session is not None
+    stacks = [stack for stack, _ in session.frame_records
+              if stack[0].startswith("parker\x00")]
+    leaves = [{ident.split("\x00")[0] for ident in stack} for stack in stacks]
+    first = [s for s, names in zip(stacks, leaves, strict=True) if "first_park" in names
+             and "second_park" not in names]
+    second = [s for s, names in zip(stacks, leaves, strict=True) if "second_park" in names]
+    assert len(first) >= 5
+    assert len(second) >= 5
+    # While parked its clock stands still: the passes after the first share one stack...
+    assert len({id(s) for s in first[1:]}) == 1
+    assert all(s[-1] == "[await]" for s in first[1:] + second[1:])
+    # ...and once it has run, it is read again: the new place, not the old one.
+    assert second[-1] is not first[-1]

@@ -351,7 +351,7 @@ def test_capture_is_synced_after_it_is_visible_not_file_by_file(
     ]
     assert json.loads((info.path / f"{info.id}_manifest.json").read_text())["k"] == 1
 
-    store._delete(info)  # retention removed it before the sync ran: nothing to do
+    store.quota.delete(info)  # retention removed it before the sync ran: nothing to do
     synced.clear()
     writer.sync()
     assert synced == []

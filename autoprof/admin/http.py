@@ -193,6 +193,46 @@ def parse_content_length(value: str | None) -> int | None:
     return parse_digits(value.strip(" \t") if value is not None else None)
 
 
+class BodyReader:
+    """Reads an admin POST body, at most :data:`MAX_BODY` bytes of it, for every adapter.
+
+    Give it the declared Content-Length (None: not declared), then :meth:`add` chunks while
+    :attr:`wanted` is not 0; :attr:`refused` is then 400 (an invalid Content-Length) or 413
+    (too large; the rest is not read), else :attr:`body` holds the body."""
+
+    __slots__ = ("_chunks", "_size", "refused", "wanted")
+
+    def __init__(self, declared: str | None) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.refused: int | None = None
+        #: Bytes still worth reading: the declared length, else one more than the limit.
+        self.wanted = MAX_BODY + 1
+        if declared is not None:
+            length = parse_content_length(declared)
+            if length is None:
+                self.refused, self.wanted = 400, 0
+            elif length > MAX_BODY:
+                self.refused, self.wanted = 413, 0
+            else:
+                self.wanted = length
+
+    def add(self, chunk: bytes, more: bool = True) -> None:
+        """One more piece of the body; ``more``: whether the client sends more after it."""
+        self._size += len(chunk)
+        if self._size > MAX_BODY:
+            self.refused, self.wanted = 413, 0
+            self._chunks = []
+            return
+        self._chunks.append(chunk)
+        self.wanted = max(0, self.wanted - len(chunk)) if more else 0
+
+    @property
+    def body(self) -> bytes:
+        """What was read (empty if refused)."""
+        return b"" if self.refused is not None else b"".join(self._chunks)
+
+
 def parse_cookies(header: str) -> dict[str, str]:
     """``a=1; b=2`` -> ``{"a": "1", "b": "2"}``; the first of repeated names wins."""
     cookies: dict[str, str] = {}

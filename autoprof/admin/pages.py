@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import datetime, timezone
 from html import escape
 from typing import Any
 from urllib.parse import quote
+
+from autoprof.status import Status
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#222;background:#fff}
@@ -267,55 +270,52 @@ def findings_block(findings: Mapping[str, Any], links: str) -> str:
 
 
 def status_page(
-    base: str, status: Mapping[str, Any], svg: str, usage: tuple[int, int]
+    base: str, status: Status, history_shown: int, svg: str, usage: tuple[int, int]
 ) -> bytes:
     """Live state: the timeline, current sample, rules, the open capture, errors, trigger."""
-    sample = status.get("sample") or {}
-    limits = status.get("limits") or {}
-    body = f"<h2>Last {esc(status.get('history_shown', 0))} samples</h2>{svg}"
+    sample, limits = status.sample, status.limits
+    cpu = memory = loop_lag = requests = ""
+    if sample is not None:
+        cpu, memory = num(sample.cpu, unit=" %"), num(sample.mem, unit=" %")
+        requests = ("" if sample.requests is None else f"{sample.requests}") + (
+            f", {num(sample.error_rate)} % 5xx" if sample.error_rate is not None else "")
+        loop_lag = num(sample.loop_lag, 1, " ms") if sample.loop_lag is not None else ""
+    if sample is not None and limits is not None:
+        cpu += f" of {num(limits.cpu_cores, 2)} cores ({limits.cpu_source})"
+        memory += f" ({size(sample.rss)} of {size(limits.mem_bytes)}, {limits.mem_source})"
+    body = f"<h2>Last {esc(history_shown)} samples</h2>{svg}"
     body += "<h2>Now</h2>" + pairs(
         [
-            ("pid", esc(status.get("pid"))),
-            ("monitor", esc("running" if status.get("running") else "not running")
-             + esc(f", every {status.get('collect_interval')} s")),
-            ("CPU", esc(num(sample.get("cpu"), unit=" %"))
-             + esc(f" of {num(limits.get('cpu_cores'), 2)} cores ({limits.get('cpu_source')})"
-                   if limits else "")),
-            ("memory", esc(num(sample.get("mem"), unit=" %"))
-             + esc(f" ({size(sample.get('rss'))} of {size(limits.get('mem_bytes'))}, "
-                   f"{limits.get('mem_source')})" if limits else "")),
-            ("threads", esc(sample.get("threads"))),
-            ("requests in flight", esc(status.get("inflight"))),
-            ("requests in the last interval", esc(sample.get("requests"))
-             + esc(f", {num(sample.get('error_rate'))} % 5xx"
-                   if sample.get("error_rate") is not None else "")),
-            ("routes tracked for latency", esc(status.get("routes_tracked"))),
-            ("event-loop lag, worst in the interval",
-             esc(num(sample.get("loop_lag"), 1, " ms") or "not watched")),
-            ("sampled at", esc(when(sample.get("time")))),
+            ("pid", esc(status.pid)),
+            ("monitor", esc("running" if status.running else "not running")
+             + esc(f", every {status.collect_interval} s")),
+            ("CPU", esc(cpu)),
+            ("memory", esc(memory)),
+            ("threads", esc(sample.threads if sample is not None else "")),
+            ("requests in flight", esc(status.inflight)),
+            ("requests in the last interval", esc(requests)),
+            ("routes tracked for latency", esc(status.routes_tracked)),
+            ("event-loop lag, worst in the interval", esc(loop_lag or "not watched")),
+            ("sampled at", esc(when(sample.time if sample is not None else None))),
         ]
     )
-    rules = status.get("rules") or {}
-    rows = []
-    for metric, rule in rules.items():
-        spec = rule.get("rule") or {}
-        rows.append(
-            [
-                esc(metric),
-                esc(", ".join(f"{k}={v}" for k, v in spec.items() if v is not None)),
-                esc(num(rule.get("average")) or "warming up"),
-                esc(num(rule.get("threshold"))),
-                esc(num(rule.get("cooldown_remaining"), 0, " s")),
-            ]
-        )
+    rows = [
+        [
+            esc(metric),
+            esc(", ".join(f"{k}={v}" for k, v in asdict(rule.rule).items() if v is not None)),
+            esc(num(rule.average) or "warming up"),
+            esc(num(rule.threshold)),
+            esc(num(rule.cooldown_remaining, 0, " s")),
+        ]
+        for metric, rule in status.rules.items()
+    ]
     body += "<h2>Rules</h2>" + (
         table(["metric", "rule", "window average", "fires at", "cooldown left"], rows,
               numeric=(2, 3, 4))
         if rows
         else '<p class="muted">No rule is running (the monitor starts with the first request).</p>'
     )
-    routes = [r for r in status.get("routes") or [] if isinstance(r, dict)]
-    if routes:
+    if status.routes:
         body += "<h2>Routes (latency rule, worst first)</h2>" + table(
             ["route", "p95", "baseline", "fires at", "requests", "not judged because"],
             (
@@ -327,28 +327,26 @@ def status_page(
                     esc(f"{r.get('requests')} in {num(r.get('seconds'), 0, ' s')}"),
                     esc(r.get("reason") or ""),
                 ]
-                for r in routes
+                for r in status.routes
             ),
             numeric=(1, 2, 3),
         )
-    capture = status.get("capture")
+    capture = status.capture
     body += "<h2>Capture</h2>"
-    if capture:
-        trigger = capture.get("trigger") or {}
+    if capture is not None:
         body += pairs(
             [
-                ("open", f"<code>{esc(capture.get('id'))}</code>"),
-                ("why", esc(trigger.get("description"))),
-                ("requests", esc(f"{capture.get('finished')} finished of "
-                                 f"{capture.get('claimed')} claimed")),
-                ("closes in", esc(num(capture.get("deadline_in"), 0, " s"))),
+                ("open", f"<code>{esc(capture.id)}</code>"),
+                ("why", esc(capture.trigger.get("description"))),
+                ("requests", esc(f"{capture.finished} finished of {capture.claimed} claimed")),
+                ("closes in", esc(num(capture.deadline_in, 0, " s"))),
             ]
         )
     else:
         body += '<p class="muted">None open.</p>'
-    wait = status.get("manual_cooldown_remaining") or 0
+    wait = status.manual_cooldown_remaining
     note = ""
-    if capture:
+    if capture is not None:
         note = "A capture is open."
     elif wait > 0:
         note = f"Manual captures are cooling down: {wait:.0f} s left."
@@ -356,7 +354,7 @@ def status_page(
         f'<form method="post" action="{esc(base)}/trigger"><button type="submit">'
         f'Capture now</button> <span class="muted">{esc(note)}</span></form>'
     )
-    errors = status.get("errors") or {}
+    errors = status.errors
     body += "<h2>Internal errors</h2>" + (
         table(["where", "count"], ([esc(k), esc(v)] for k, v in sorted(errors.items())),
               numeric=(1,))
@@ -365,7 +363,7 @@ def status_page(
     )
     used, count = usage
     body += (
-        f'<p class="muted">Dump directory <code>{esc(status.get("dump_dir"))}</code>: '
+        f'<p class="muted">Dump directory <code>{esc(status.dump_dir)}</code>: '
         f'{count} captures, {esc(size(used))}. This page reloads every 10 s. '
         f'JSON: {link(base + "/status?format=json", "?format=json")}</p>'
     )

@@ -17,12 +17,9 @@ Routes below the prefix::
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
-from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from autoprof.admin import files, pages
 from autoprof.admin.guard import COOKIE_NAME, SESSION_TTL, Guard, Verdict, same_origin
@@ -33,8 +30,17 @@ from autoprof.admin.http import (
     AdminResponse,
     security_headers,
 )
+from autoprof.admin.responses import (
+    conflict,
+    error,
+    html,
+    json_response,
+    not_allowed,
+    redirect,
+    summary,
+    unauthorized,
+)
 from autoprof.admin.timeline import Mark, timeline_svg
-from autoprof.store import CaptureInfo
 
 if TYPE_CHECKING:
     from autoprof.controller import AutoProf
@@ -53,7 +59,7 @@ class AdminApp:
         self.autoprof = autoprof
         self.prefix = settings.admin_prefix
         self.guard = Guard(
-            token=settings.admin_token,
+            token=settings.admin_token.reveal() if settings.admin_token is not None else None,
             authorize=settings.admin_authorize,
             max_failures=settings.admin_max_failures,
             lockout=settings.admin_lockout,
@@ -86,7 +92,7 @@ class AdminApp:
         """The answer to a POST whose body was not read: 413, over
         :data:`autoprof.admin.http.MAX_BODY`; 400, an invalid Content-Length."""
         text = "Request body too large." if status == 413 else "Invalid Content-Length."
-        response = self._error(request, status, text)
+        response = error(request, status, text)
         response.headers.append(("Content-Length", str(len(response.body))))
         return response
 
@@ -98,7 +104,7 @@ class AdminApp:
             response = self._dispatch(request)
         except Exception as exc:
             self.autoprof.errors.record("admin", exc)
-            response = self._error(request, 500, "The admin route failed; see the app's log.")
+            response = error(request, 500, "The admin route failed; see the app's log.")
         response.headers.append(("Content-Length", str(len(response.body))))
         if request.method == "HEAD":
             response.body = b""
@@ -113,33 +119,33 @@ class AdminApp:
             view = self.login if parts[0] == "login" else self.logout
             allowed = ("GET", "POST") if parts[0] == "login" else ("POST",)
             if method not in allowed:
-                return self._not_allowed(request, allowed)
+                return not_allowed(request, allowed)
             return view(request, Verdict(), parts)
         verdict = self.guard.check(request)
         if not verdict.ok:
-            return self._unauthorized(request, verdict)
+            return unauthorized(request, verdict, has_token=self.guard.has_token)
         for length, head, methods, route_view in self._routes:
             if len(parts) == length and (head is None or parts[0] == head):
                 if method not in methods:
-                    return self._not_allowed(request, methods)
+                    return not_allowed(request, methods)
                 return route_view(request, verdict, parts)
-        return self._error(request, 404, "Nothing here.")
+        return error(request, 404, "Nothing here.")
 
     # -- views ----------------------------------------------------------------------------
 
     def _refused(self, request: AdminRequest) -> AdminResponse:
-        return self._error(request, 503, f"The dump directory was refused: "
+        return error(request, 503, f"The dump directory was refused: "
                                          f"{self.autoprof.store_refused}.")
 
     def index(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
         store = self.autoprof.dump_store()
         if store is None:
             return self._refused(request)
-        rows = [self._summary(request, info, files.manifest_of(info)) for info in store.captures()]
+        rows = [summary(request, info, files.manifest_of(info)) for info in store.captures()]
         usage = store.usage()
         if request.wants_json():
-            return _json(200, {"captures": rows, "bytes": usage[0], "count": len(rows)})
-        return _html(200, pages.index_page(request.base, rows, usage))
+            return json_response(200, {"captures": rows, "bytes": usage[0], "count": len(rows)})
+        return html(200, pages.index_page(request.base, rows, usage))
 
     def capture(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
         store = self.autoprof.dump_store()
@@ -147,12 +153,12 @@ class AdminApp:
             return self._refused(request)
         info = store.get(parts[1])
         if info is None:
-            return self._error(request, 404, "No such capture.")
+            return error(request, 404, "No such capture.")
         manifest = files.manifest_of(info) or {}
-        summary = self._summary(request, info, manifest)
+        found = summary(request, info, manifest)
         if request.wants_json():
-            return _json(200, {**summary, "manifest": manifest})
-        return _html(200, pages.capture_page(request.base, summary, manifest))
+            return json_response(200, {**found, "manifest": manifest})
+        return html(200, pages.capture_page(request.base, found, manifest))
 
     def file(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
         store = self.autoprof.dump_store()
@@ -161,10 +167,10 @@ class AdminApp:
         try:
             found = files.read_listed(store, parts[1], parts[2])
         except files.TooLarge:
-            return self._error(request, 413, "This file is too large to serve here; copy it "
+            return error(request, 413, "This file is too large to serve here; copy it "
                                              "from the dump directory.")
         if found is None:
-            return self._error(request, 404, "No such file.")
+            return error(request, 404, "No such file.")
         name, data = found
         if "download" in request.query:
             headers = [
@@ -182,7 +188,7 @@ class AdminApp:
 
     def status(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
         ap = self.autoprof
-        state = ap.status()
+        state = ap.snapshot()
         monitor = ap.monitor
         history = list(monitor.history)[-HISTORY_SHOWN:] if monitor is not None else []
         store = ap.dump_store()
@@ -194,154 +200,71 @@ class AdminApp:
         if open_capture is not None:
             trig = open_capture.trigger
             marks.append(Mark(trig.time, trig.metric, f"{open_capture.id} (open)"))
-        state["history_shown"] = len(history)
         if request.wants_json():
-            state["history"] = [s._asdict() for s in history]
-            state["triggers"] = [m._asdict() for m in marks]
-            return _json(200, state)
-        thresholds = {m: r.get("threshold") for m, r in state["rules"].items()}
+            return json_response(200, {
+                **state.as_dict(),
+                "history_shown": len(history),
+                "history": [s._asdict() for s in history],
+                "triggers": [m._asdict() for m in marks],
+            })
+        thresholds = {m: r.threshold for m, r in state.rules.items()}
         svg = timeline_svg(history, marks, thresholds)
         usage = store.usage() if store is not None else (0, 0)
-        return _html(200, pages.status_page(request.base, state, svg, usage))
+        return html(200, pages.status_page(request.base, state, len(history), svg, usage))
 
     def trigger(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
         if verdict.via != "bearer" and not same_origin(request):
-            return self._error(request, 403, "Cross-site request refused: post from the admin "
+            return error(request, 403, "Cross-site request refused: post from the admin "
                                              "page, or send an Authorization header.")
         ap = self.autoprof
         with self._trigger_lock:
             open_capture = ap.capture
             wait = ap.manual_cooldown_remaining()
             if open_capture is not None:
-                return self._conflict(request, f"Capture {open_capture.id} is open.", None)
+                return conflict(request, f"Capture {open_capture.id} is open.", None)
             if wait > 0:
-                return self._conflict(
+                return conflict(
                     request, f"Manual captures are cooling down: {wait:.0f} s left.", wait
                 )
             capture = ap.trigger()
         if capture is None:
             if ap.capture is not None:
-                return self._conflict(request, f"Capture {ap.capture.id} is open.", None)
-            return self._error(request, 503, "Could not open a capture; see the status page.")
+                return conflict(request, f"Capture {ap.capture.id} is open.", None)
+            return error(request, 503, "Could not open a capture; see the status page.")
         if verdict.via == "bearer" or request.wants_json():
             body = {"capture": capture.id, "state": "open", "requests": ap.settings.requests,
                     "timeout": ap.settings.capture_timeout, "url": f"{request.base}/status"}
-            return _json(202, body)
-        return _redirect(f"{request.base}/status")
+            return json_response(202, body)
+        return redirect(f"{request.base}/status")
 
     def login(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
         guard = self.guard
         if request.method != "POST":
             if not guard.has_token:
-                return self._error(request, 404, "There is no login: this admin route is "
+                return error(request, 404, "There is no login: this admin route is "
                                                  "guarded by the app's authorize function.")
-            return _html(200, pages.login_page(request.base, None, has_token=True))
+            return html(200, pages.login_page(request.base, None, has_token=True))
         if not guard.has_token:
-            return self._error(request, 404, "There is no login here.")
+            return error(request, 404, "There is no login here.")
         if not same_origin(request):
-            return self._error(request, 403, "Cross-site login refused.")
+            return error(request, 403, "Cross-site login refused.")
         result = guard.attempt(request.client, request.form.get("token", ""))
         if not result.ok:
-            return self._unauthorized(request, result)
+            return unauthorized(request, result, has_token=guard.has_token)
         cookie = (
             f"{COOKIE_NAME}={guard.new_session()}; Path={request.base}; Max-Age={SESSION_TTL}; "
             f"HttpOnly; SameSite=Strict{'; Secure' if request.secure else ''}"
         )
-        response = _redirect(f"{request.base}/")
+        response = redirect(f"{request.base}/")
         response.headers.append(("Set-Cookie", cookie))
         return response
 
     def logout(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
         if not same_origin(request):
-            return self._error(request, 403, "Cross-site request refused.")
-        response = _redirect(f"{request.base}/login")
+            return error(request, 403, "Cross-site request refused.")
+        response = redirect(f"{request.base}/login")
         response.headers.append(
             ("Set-Cookie", f"{COOKIE_NAME}=; Path={request.base}; Max-Age=0; HttpOnly; "
                            "SameSite=Strict")
         )
         return response
-
-    # -- helpers --------------------------------------------------------------------------
-
-    def _summary(
-        self, request: AdminRequest, info: CaptureInfo, manifest: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        manifest = manifest or {}
-        trigger = pages.mapping(manifest.get("trigger"))
-        requests = manifest.get("requests")
-        return {
-            "id": info.id,
-            "created": info.created,
-            "time": datetime.fromtimestamp(info.created, tz=timezone.utc).strftime(
-                "%Y-%m-%d %H:%M:%S UTC"
-            ),
-            "pid": info.pid,
-            "host": manifest.get("hostname"),
-            "metric": info.metric,
-            "reason": info.reason,
-            "value": trigger.get("value"),
-            "average": trigger.get("average"),
-            "threshold": trigger.get("threshold"),
-            "description": trigger.get("description"),
-            "requests": len(requests) if isinstance(requests, list) else 0,
-            "close_reason": manifest.get("close_reason"),
-            "size": info.size,
-            "files": list(info.files),
-            "url": pages.capture_url(request.base, info.id),
-        }
-
-    def _unauthorized(self, request: AdminRequest, verdict: Verdict) -> AdminResponse:
-        if verdict.retry_after is not None:
-            wait = max(1, round(verdict.retry_after))
-            response = self._error(
-                request, 429, f"Too many wrong tokens: try again in {wait} s.", nav=False
-            )
-            response.headers.append(("Retry-After", str(wait)))
-            return response
-        message = "Wrong token." if verdict.presented else "Log in to see autoprof's dumps."
-        if request.wants_json() or "authorization" in request.headers:
-            response = _json(401, {"error": "unauthorized", "detail": message})
-        else:
-            page = pages.login_page(
-                request.base, message if verdict.presented else None,
-                has_token=self.guard.has_token,
-            )
-            response = _html(401, page)
-        if self.guard.has_token:
-            response.headers.append(("WWW-Authenticate", 'Bearer realm="autoprof"'))
-        return response
-
-    def _conflict(self, request: AdminRequest, text: str, wait: float | None) -> AdminResponse:
-        response = self._error(request, 409, text)
-        if wait is not None:
-            response.headers.append(("Retry-After", str(max(1, round(wait)))))
-        return response
-
-    def _not_allowed(self, request: AdminRequest, methods: tuple[str, ...]) -> AdminResponse:
-        response = self._error(request, 405, f"Use {' or '.join(methods)} here.")
-        allow = ", ".join(("HEAD", *methods) if "GET" in methods else methods)
-        response.headers.append(("Allow", allow))
-        return response
-
-    def _error(
-        self, request: AdminRequest, status: int, text: str, *, nav: bool = True
-    ) -> AdminResponse:
-        title = HTTPStatus(status).phrase
-        if request.wants_json() or "authorization" in request.headers:
-            return _json(status, {"error": title.lower(), "detail": text})
-        return _html(status, pages.message_page(request.base, title, text, nav=nav))
-
-
-def _html(status: int, body: bytes) -> AdminResponse:
-    return AdminResponse(
-        status, [*security_headers(), ("Content-Type", "text/html; charset=utf-8")], body
-    )
-
-
-def _json(status: int, obj: Any) -> AdminResponse:
-    body = json.dumps(obj, indent=1, default=str).encode("utf-8")
-    return AdminResponse(status, [*security_headers(), ("Content-Type", "application/json")], body)
-
-
-def _redirect(location: str) -> AdminResponse:
-    return AdminResponse(303, [*security_headers(), ("Location", location)])
