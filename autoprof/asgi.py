@@ -15,6 +15,7 @@ from autoprof.admin.http import BodyReader, mount_base
 from autoprof.controller import AutoProf
 from autoprof.lifecycle import Request
 from autoprof.routes import ASGI_ROUTES
+from autoprof.secret import hide_secrets
 
 CLIENT_GONE = 499
 """Status recorded for a request cancelled before it answered (not an error of the app)."""
@@ -49,6 +50,7 @@ class AutoProfMiddleware:
     def __init__(
         self, app: ASGIApp, /, autoprof: AutoProf | None = None, **options: Any
     ) -> None:
+        options = hide_secrets(options)  # a traceback's locals must not show the admin token
         self.app = app
         self.autoprof = AutoProf.for_adapter("AutoProfMiddleware", autoprof, options)
         #: The admin route, or None when it is off (then no path is intercepted).
@@ -72,15 +74,20 @@ class AutoProfMiddleware:
             self._start()
         log = ap.requests
         request = _ASGIRequest(ap.tracker, scope, ASGI_ROUTES, log)
-        request.send = send
         try:
             capture = ap.capture
             if capture is not None and capture.window.taking:
                 request.handle = ap.claim(scope["method"], scope["path"])
-            if request.handle is None:
-                await self.app(scope, receive, send if log is None else request.send_noting_status)
+            if request.handle is not None:
+                await self._profiled(request, scope, receive, send)
+            elif log is None:
+                await self.app(scope, receive, send)
             else:
-                await self._profiled(request, scope, receive)
+                request.send = send
+                try:
+                    await self.app(scope, receive, request.send_noting_status)
+                finally:
+                    request.send = _sent  # the log keeps the request, not the server's send
         except Exception as exc:
             request.failed(exc)
             raise
@@ -89,7 +96,6 @@ class AutoProfMiddleware:
                 request.status = CLIENT_GONE
             raise
         finally:
-            request.send = _sent  # the log keeps the request, not what the server sends with
             request.finish()
 
     def _start(self) -> None:
@@ -100,13 +106,16 @@ class AutoProfMiddleware:
         except RuntimeError:  # no asyncio loop (trio): nothing to watch
             ap.loop_watched = True
 
-    async def _profiled(self, request: _ASGIRequest, scope: Scope, receive: Receive) -> None:
+    async def _profiled(
+        self, request: _ASGIRequest, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         handle = request.handle
         assert handle is not None
         error: type[BaseException] | None = None
         # follow_threads: a sync endpoint runs in anyio's threadpool, out of this profiler's
         # sight; the capture's sampler puts that thread's stacks into this profile.
         handle.start(async_mode="enabled", measure_cpu=False, follow_threads=True)
+        request.send = send
         try:
             await self.app(scope, receive, request.send_noting_status)
         except BaseException as exc:
@@ -115,6 +124,7 @@ class AutoProfMiddleware:
                 handle.status = 500  # what the server (or Starlette's outer middleware) sends
             raise
         finally:
+            request.send = _sent
             request.end_profile(error)
 
     async def _serve_admin(

@@ -22,11 +22,12 @@ from autoprof.option_text import (
     check,
     check_names,
     is_number,
-    number,
     parse_duration,
     parse_options,
     parse_size,
 )
+from autoprof.redact import Redactor, redact_default, redact_option
+from autoprof.rule_text import rule_changes
 from autoprof.secret import SECRET_OPTIONS, Secret, hide_secrets
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ __all__ = [
     "RSS_DEFAULT",
     "RSS_GROWTH_DEFAULT",
     "RSS_GROWTH_FLOOR_MIB",
+    "RULE_DEFAULTS",
     "SECRET_OPTIONS",
     "UNITS",
     "ConfigError",
@@ -117,34 +119,23 @@ class Rule:
                 raise ConfigError(f"Rule {name} must be a number >= 0 or None, got {value!r}")
 
     @classmethod
-    def parse(cls, text: str) -> Rule | None:
-        """Parse ``"10,25,70"``, ``"min=10,diff=25,abs=70,cooldown=30"``, ``"rise=300"`` or
-        ``"off"``.
+    def parse(cls, text: str, metric: str | None = None) -> Rule | None:
+        """The rule a string describes for ``metric``, on top of that metric's default (a
+        partial string changes only the parts it names), or None for ``"off"``.
 
-        Positional parts are min, diff, abs, cooldown; ``rise`` is given by name only (and
-        turns off the default diff unless diff is given too); ``-`` or ``none`` leaves a part
-        unset.
+        ``"3,25,80"``, ``"min=500"``, ``"10,25,70,5m"``, ``"rise=300MiB,cooldown=10m"``,
+        ``"diff=-"`` (unset a part), ``"off"``; see :mod:`autoprof.rule_text` for the units.
+        Without ``metric`` the base is ``Rule()`` and levels are plain numbers.
         """
-        text = text.strip()
-        if text.lower() in ("off", "none", "false", "0", "no", "disabled"):
+        changes = rule_changes(text, UNITS.get(metric or "", "").strip())
+        if changes is None:
             return None
-        names = [f.name for f in fields(cls)]
-        positional = [f.name for f in fields(cls) if not f.kw_only]
-        values: dict[str, float | None] = {}
-        for position, part in enumerate(p.strip() for p in text.split(",")):
-            name, sep, raw = part.partition("=")
-            if not sep:
-                if position >= len(positional):
-                    raise ConfigError(f"too many parts in rule {text!r}: min,diff,abs,cooldown")
-                name, raw = positional[position], part
-            name = name.strip()
-            if name not in names:
-                raise ConfigError(f"unknown rule part {name!r} in {text!r}; use {names}")
-            values[name] = None if raw.strip().lower() in ("", "-", "none") else number(raw)
-        if "rise" in values and "diff" not in values:
-            values["diff"] = None  # "rise=300" means a rise rule, not also a 25 % one
-        rule = cls(**values)  # type: ignore[arg-type]
-        return rule
+        base = RULE_DEFAULTS.get(metric or "") or cls()
+        values: dict[str, Any] = dict(changes)  # min is never None: rule_changes refuses it
+        try:
+            return dataclasses.replace(base, **values)
+        except ConfigError as exc:
+            raise ConfigError(f"rule {text!r}: {exc}") from None
 
 
 CPU_DEFAULT = Rule(min=10, diff=25, abs=70)
@@ -156,6 +147,19 @@ RSS_GROWTH_DEFAULT = Rule(min=0, diff=None, abs=50)
 LATENCY_DEFAULT = Rule(min=200, diff=100, abs=None)
 ERROR_RATE_DEFAULT = Rule(min=5, diff=100, abs=50)
 LOOP_LAG_DEFAULT = Rule(min=100, diff=200, abs=1000)
+RULE_DEFAULTS: dict[str, Rule | None] = {
+    "cpu": CPU_DEFAULT,
+    "mem": MEM_DEFAULT,
+    "rss": RSS_DEFAULT,
+    "rss_growth": RSS_GROWTH_DEFAULT,
+    "inflight": None,
+    "threads": None,
+    "latency": LATENCY_DEFAULT,
+    "error_rate": ERROR_RATE_DEFAULT,
+    "loop_lag": LOOP_LAG_DEFAULT,
+}
+"""Each metric's default rule: what a rule string changes (None: off, and ``Rule()`` is the
+base a string changes)."""
 
 
 def _default_dump_dir() -> str:
@@ -183,7 +187,9 @@ class Settings:
     memory rule (mem, rss, rss_growth): tracemalloc slows allocation-heavy code several
     times over, which would distort the CPU profiles of other captures. The ``admin_*``
     options turn on and guard the admin route (:mod:`autoprof.admin`); ``admin=True`` needs
-    ``admin_token`` or ``admin_authorize``, and the token never appears in a repr or an error.
+    ``admin_token`` or ``admin_authorize`` (checked when the process starts serving, see
+    :attr:`admin_unguarded`), and the token never appears in a repr or an error. ``redact``
+    masks exception messages before they go into dumps (:mod:`autoprof.redact`).
     """
 
     enabled: bool = True
@@ -227,6 +233,7 @@ class Settings:
     admin_authorize: Callable[[AdminRequest], bool] | None = None
     admin_max_failures: int = 5
     admin_lockout: float = 300.0
+    redact: Redactor = redact_default
 
     def __post_init__(self) -> None:
         check(isinstance(self.enabled, bool), "enabled must be True or False")
@@ -281,8 +288,14 @@ class Settings:
                     f"path_filter {self.path_filter!r} is not a valid regular expression: {exc}"
                 ) from None
         object.__setattr__(self, "dump_dir", os.fspath(self.dump_dir))
-        check(bool(self.dump_dir), "dump_dir must be a directory path")
+        check(
+            os.path.isabs(self.dump_dir),
+            f"dump_dir must be an absolute path, got {self.dump_dir!r}: a relative one would "
+            "depend on the directory the server happens to start in; write it in full, e.g. "
+            "/var/tmp/autoprof",
+        )
         self._check_admin()
+        object.__setattr__(self, "redact", redact_option(self.redact))
 
     def _check_admin(self) -> None:
         check(isinstance(self.admin, bool), "admin must be True or False")
@@ -316,10 +329,18 @@ class Settings:
             is_number(self.admin_lockout) and self.admin_lockout > 0,
             f"admin_lockout must be seconds > 0, got {self.admin_lockout!r}",
         )
-        check(
-            not self.admin or token is not None or self.admin_authorize is not None,
+
+    @property
+    def admin_unguarded(self) -> str | None:
+        """Why the admin route, turned on, lets nobody in (no token, no ``admin_authorize``), or
+        None. Not an error at construction: a command that serves no request (``flask init-db``)
+        needs no token; the controller reports it, once, when it starts serving."""
+        if not self.admin or self.admin_token is not None or self.admin_authorize is not None:
+            return None
+        return (
             "admin=True needs a guard: set admin_token (AUTOPROF_ADMIN_TOKEN, at least "
-            f"{ADMIN_TOKEN_MIN} characters) or admin_authorize=a function(request) -> bool",
+            f"{ADMIN_TOKEN_MIN} characters) or admin_authorize=a function(request) -> bool; "
+            "until then the admin route refuses every request"
         )
 
     @property
@@ -355,7 +376,10 @@ class Settings:
         would otherwise be silently ignored.
         """
         types = {f.name: str(f.type) for f in fields(cls)}
-        return parse_options(mapping, types, prefix=prefix, source=source, parse_rule=Rule.parse)
+        return parse_options(
+            mapping, types, prefix=prefix, source=source,
+            parse_rule=lambda text, name: Rule.parse(text, name.removesuffix("_rule")),
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Settings:

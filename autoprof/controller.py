@@ -21,13 +21,16 @@ from autoprof.capture import Capture, ProfiledRequest
 from autoprof.config import ConfigError, Settings
 from autoprof.dispatch import Dispatcher
 from autoprof.errors import ErrorLog
+from autoprof.layers import Layers, differences, refused
 from autoprof.lifecycle import RequestTracker
 from autoprof.monitor import Monitor
+from autoprof.option_text import check
 from autoprof.rules import Trigger
 from autoprof.runtime import Runtime
 from autoprof.secret import hide_secrets
 from autoprof.status import Status
 from autoprof.store import DumpStore
+from autoprof.store.lazy import LazyStore
 from autoprof.traffic import RequestLog
 from autoprof.worker import BusyLog
 
@@ -39,13 +42,17 @@ _instances: weakref.WeakSet[AutoProf] = weakref.WeakSet()
 class AutoProf:
     """Makes a web app profile itself when its CPU or memory spikes.
 
-    Create one per process, from keyword options (see :class:`autoprof.Settings` and the table
-    in README.md) or from the environment with :meth:`from_env`, and hand it to an adapter::
+    Create one per process from keyword options (see :class:`autoprof.Settings` and the table
+    in README.md) and hand it to an adapter::
 
         ap = AutoProf(mem_rule=Rule(3, 25, 80), dump_dir="/var/tmp/autoprof")
         app.add_middleware(AutoProfMiddleware, autoprof=ap)   # Starlette / FastAPI
         AutoProf(flask_app)                                   # Flask (reads AUTOPROF_* config)
         app = AutoProfWSGIMiddleware(wsgi_app, autoprof=ap)   # any WSGI app (Django...)
+
+    Settings: the defaults < keyword options (or ``settings=``) < a Flask app's ``AUTOPROF_*``
+    config < the ``AUTOPROF_*`` environment (``environ``, default ``os.environ``; ``{}`` reads
+    none). One controller serves any number of Flask apps (``init_app`` in a factory).
 
     A background monitor thread starts in the process that serves the first request (so a
     ``gunicorn --preload`` master never runs one), samples the process every
@@ -56,20 +63,21 @@ class AutoProf:
     the app.
     """
 
-    def __init__(self, app: Any = None, *, settings: Settings | None = None, **options: Any):
+    def __init__(self, app: Any = None, *, settings: Settings | None = None,
+                 environ: Mapping[str, str] | None = None, **options: Any) -> None:
         options = hide_secrets(options)  # before anything can fail with them in a traceback
         if settings is not None and options:
             raise ConfigError("pass either settings=Settings(...) or keyword options, not both")
-        self.settings = settings if settings is not None else Settings.build(**options)
+        #: Keyword options < app.config < environment (see :mod:`autoprof.layers`).
+        self.layers = Layers(settings or Settings.build(**options), environ)
+        self.settings = self.layers.settings()
+        #: The background threads run with :attr:`settings` (they are not changed then).
+        self._started = False
         #: Finished requests for the latency and error-rate rules; None when both are off
         #: (the adapters then record nothing).
-        self.requests: RequestLog | None = None
-        self._track_requests()
         self.errors = ErrorLog()
-        self._store: DumpStore | None = None
-        #: Why the dump directory was refused (capturing is then off); None if it was not.
-        self.store_refused: str | None = None
-        self._store_lock = threading.Lock()
+        self.requests = _request_log(self.settings, self.errors)
+        self._stores = LazyStore()
         #: Requests in flight (the adapters register them).
         self.tracker = RequestTracker()
         self.inflight = self.tracker.inflight
@@ -90,9 +98,8 @@ class AutoProf:
     def from_env(
         cls, app: Any = None, *, environ: Mapping[str, str] | None = None, **options: Any
     ) -> AutoProf:
-        """Build from keyword defaults overridden by ``AUTOPROF_*`` environment variables."""
-        options = hide_secrets(options)
-        return cls(app, settings=Settings.from_env(environ, **options))
+        """``AutoProf(app, environ=environ, **options)``: the environment wins over keywords."""
+        return cls(app, environ=environ, **options)
 
     @classmethod
     def for_adapter(
@@ -102,33 +109,20 @@ class AutoProf:
         options = hide_secrets(options)
         if autoprof is None:
             return cls(**options)
-        if options:
-            raise ConfigError(
-                f"{adapter} got both autoprof= and options {sorted(options)}: "
-                "put the options into AutoProf(...) instead"
-            )
+        check(not options, f"{adapter} got both autoprof= and options {sorted(options)}: "
+                           "put the options into AutoProf(...) instead")
         return autoprof
 
     def dump_store(self) -> DumpStore | None:
         """The dump store, opened at first use (so after ``init_app`` has configured it); None
         if its directory was refused (:attr:`store_refused` says why): capturing is then off,
         logged and counted once, and the app runs on."""
-        store = self._store
-        if store is not None or self.store_refused is not None:
-            return store
-        with self._store_lock:
-            if self._store is None and self.store_refused is None:
-                settings = self.settings
-                try:
-                    self._store = DumpStore(
-                        settings.dump_dir,
-                        max_bytes=settings.max_bytes,
-                        max_captures=settings.max_captures,
-                    )
-                except (ValueError, OSError) as exc:
-                    self.store_refused = f"{exc}; capturing is off"
-                    self.errors.record("store.dump_dir", exc)
-            return self._store
+        return self._stores.get(self.settings, self.errors)
+
+    @property
+    def store_refused(self) -> str | None:
+        """Why the dump directory was refused (capturing is then off); None if it was not."""
+        return self._stores.refused
 
     @property
     def store(self) -> DumpStore:
@@ -139,22 +133,23 @@ class AutoProf:
         return store
 
     def configure(self, **options: Any) -> None:
-        """Change options before the monitor has started (used by ``init_app``)."""
-        options = hide_secrets(options)
-        if self.running:
-            raise ConfigError("autoprof is already running; configure it before the first request")
-        self.settings = self.settings.replace(**options)
-        self._track_requests()
-        with self._store_lock:
-            self._store = None
-            self.store_refused = None
+        """Change keyword options (the environment still wins over them). Once the background
+        threads run, only options that change nothing are accepted (:class:`ConfigError`)."""
+        code = self.layers.code.replace(**hide_secrets(options))
+        self.adopt(self.layers.settings(code=code), who="configure()")
+        self.layers.code = code
 
-    def _track_requests(self) -> None:
-        settings = self.settings
-        wanted = settings.enabled and (
-            settings.latency_rule is not None or settings.error_rate_rule is not None
-        )
-        self.requests = RequestLog() if wanted else None
+    def adopt(self, settings: Settings, *, who: str) -> None:
+        """Serve with ``settings`` from now on (``init_app`` calls this for each app). Once the
+        background threads run, settings that differ are refused (:class:`ConfigError`)."""
+        changed = differences(self.settings, settings)
+        if changed and self._started:
+            raise refused(changed, who)
+        if changed:
+            self.settings = settings
+            self.running = False  # not started: the next request starts with these settings
+            self.requests = _request_log(settings, self.errors)
+            self._stores.reset()
 
     def init_app(self, app: Any) -> None:
         """Attach to an app: a Flask app (extension) or a Starlette/FastAPI app (middleware)."""
@@ -172,7 +167,12 @@ class AutoProf:
             self.running = True
             if not self.settings.enabled:
                 return
+            self._started = True
             self.dump_store()  # a refused dump directory is reported now, not at a firing
+            unguarded = self.settings.admin_unguarded
+            if unguarded is not None:  # not at construction: `flask init-db` needs no token
+                self.errors.counts["admin.guard"] += 1
+                logger.error("autoprof: %s", unguarded)
             dispatcher = self.dispatcher
             self.runtime.start(
                 self.settings,
@@ -198,6 +198,7 @@ class AutoProf:
             capture.close("shutdown")
         self.runtime.stop(timeout)
         self.running = False
+        self._started = False
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until queued dump writes are done (for tests and graceful shutdown)."""
@@ -213,9 +214,10 @@ class AutoProf:
         self.tracker.clear()
         self.runtime.after_fork()
         self.loop_watched = False
-        self._track_requests()
+        self.requests = _request_log(self.settings, self.errors)
         self._lock = threading.Lock()
         self.running = False
+        self._started = False
 
     # -- captures ---------------------------------------------------------------------------
 
@@ -286,6 +288,15 @@ class AutoProf:
     def status(self) -> dict[str, Any]:
         """A JSON-ready picture of the live state: metrics, rules, capture, errors."""
         return self.snapshot().as_dict()
+
+
+def _request_log(settings: Settings, errors: ErrorLog) -> RequestLog | None:
+    """The log of finished requests the latency and error-rate rules read; None when both are
+    off (the adapters then record nothing)."""
+    wanted = settings.latency_rule is not None or settings.error_rate_rule is not None
+    if not wanted or not settings.enabled:
+        return None
+    return RequestLog(redact=settings.redact, errors=errors)
 
 
 def _after_fork_in_child() -> None:

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from autoprof.redact import Redactor, redact_message
+
+if TYPE_CHECKING:
+    from autoprof.errors import ErrorLog
 
 TRACEBACK_FRAMES = 30
 """Innermost frames kept of each traceback."""
 
 
-def exception_entry(method: str, path: str, exc: BaseException) -> dict[str, Any]:
-    """JSON-ready: when, which request, the exception and its innermost frames."""
+def exception_entry(
+    method: str,
+    path: str,
+    exc: BaseException,
+    redact: Redactor | None = None,
+    errors: ErrorLog | None = None,
+) -> dict[str, Any]:
+    """JSON-ready: when, which request, the exception (its message through ``redact``) and its
+    innermost frames."""
     frames = traceback.extract_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
     return {
         "time": time.time(),
         "method": method,
         "path": path,
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc)[:500],
+        "message": redact_message(str(exc), redact, errors),
         "frames": [
             {"filename": f.filename, "lineno": f.lineno or 0, "function": f.name,
              "line": (f.line or "").strip()}

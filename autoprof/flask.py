@@ -7,11 +7,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, got_request_exception, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from autoprof.admin import AdminApp
 from autoprof.admin.http import SECURITY_HEADER_NAMES, security_headers
-from autoprof.config import Settings
 from autoprof.routes import NO_ROUTE, EnvironRoutes
 from autoprof.wsgi import AutoProfWSGIMiddleware, admin_request
 
@@ -23,27 +22,38 @@ if TYPE_CHECKING:
 BLUEPRINT = "autoprof_admin"
 #: environ key where the admin view leaves the security headers of its answer.
 HEADERS_KEY = "autoprof.admin_headers"
+#: environ key where the middleware leaves the path below the prefix of a request it took as
+#: an admin request; the Blueprint serves nothing else.
+ADMIN_PATH_KEY = "autoprof.admin_path"
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def init_flask(autoprof: AutoProf, app: Flask) -> None:
     """Attach ``autoprof`` to a Flask app (what ``AutoProf.init_app`` does for Flask).
 
-    ``AUTOPROF_*`` keys of ``app.config`` override the controller's keyword options. The
-    controller is stored as ``app.extensions["autoprof"]``; ``app.wsgi_app`` is wrapped by
-    :class:`autoprof.AutoProfWSGIMiddleware`, so the profile covers the whole request. With
-    ``AUTOPROF_ADMIN`` on, the admin route is the Blueprint ``autoprof_admin`` under the
-    prefix; its ``admin_authorize`` function runs inside Flask's request context.
+    The app's settings are the controller's keyword options, overridden by the app's
+    ``AUTOPROF_*`` config keys, overridden by the ``AUTOPROF_*`` environment variables. One
+    controller may serve any number of apps (an app factory, an app per test) with one set of
+    background threads; once they run, every app must come to the same settings.
+
+    With ``enabled`` False for this app (``AUTOPROF_ENABLED = False`` in its config, or in the
+    environment) its settings are still checked, the controller is still found at
+    ``app.extensions["autoprof"]``, but nothing is wrapped, registered or started. Otherwise
+    ``app.wsgi_app`` is wrapped by :class:`autoprof.AutoProfWSGIMiddleware`, so the profile
+    covers the whole request. With ``AUTOPROF_ADMIN`` on, the admin route is the Blueprint
+    ``autoprof_admin`` under the prefix; its ``admin_authorize`` function runs inside Flask's
+    request context.
     """
     existing = app.extensions.get("autoprof")
     if existing is autoprof:
         return
     if existing is not None:
         raise RuntimeError(f"Flask app {app.name!r} already has an autoprof controller")
-    options = Settings.options_from_mapping(app.config, source=f"config of Flask app {app.name!r}")
-    if options:
-        autoprof.configure(**options)
+    settings = autoprof.layers.settings(app.config, source=f"config of Flask app {app.name!r}")
     app.extensions["autoprof"] = autoprof
+    if not settings.enabled:
+        return
+    autoprof.adopt(settings, who=f"Flask app {app.name!r}")
     middleware = _FlaskMiddleware(app.wsgi_app, autoprof=autoprof, flask_app=app)
     app.wsgi_app = middleware  # type: ignore[method-assign]
     if middleware.admin is not None:
@@ -51,12 +61,19 @@ def init_flask(autoprof: AutoProf, app: Flask) -> None:
 
 
 def admin_blueprint(admin: AdminApp) -> Blueprint:
-    """The admin route as a Blueprint: one view translating ``flask.request``."""
+    """The admin route as a Blueprint: one view translating ``flask.request``.
+
+    It serves exactly the requests autoprof's middleware took as admin requests
+    (:func:`autoprof.admin.http.admin_sub_path`, marked in the environ): a path the middleware
+    let through to the app is never answered by the admin view, whatever werkzeug's router
+    makes of it.
+    """
     blueprint = Blueprint(BLUEPRINT, __name__, url_prefix=admin.prefix)
 
     def admin_view(sub: str = "") -> Response:
-        sub_path = admin.sub_path(request.path)
-        assert sub_path is not None  # every rule, and _claim_prefix, is below the prefix
+        sub_path = request.environ.get(ADMIN_PATH_KEY)
+        if not isinstance(sub_path, str):  # not taken by the middleware: not served here
+            raise NotFound()
         adapted, refused = admin_request(admin, sub_path, request.environ, request.stream)
         answer = admin.handle(adapted) if refused is None else admin.refuse_body(adapted, refused)
         request.environ[HEADERS_KEY] = [
@@ -69,7 +86,7 @@ def admin_blueprint(admin: AdminApp) -> Blueprint:
     @blueprint.before_app_request
     def _claim_prefix() -> Response | None:
         # The prefix is autoprof's: an app route under it, or no route at all, still gets here.
-        if request.blueprint != BLUEPRINT and admin.sub_path(request.path) is not None:
+        if request.blueprint != BLUEPRINT and ADMIN_PATH_KEY in request.environ:
             return admin_view()
         return None
 
@@ -161,9 +178,16 @@ class _FlaskMiddleware(AutoProfWSGIMiddleware):
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
+        # The app's hooks run (authorize may use flask.session), but cannot loosen the answer:
+        # the admin's security headers replace theirs and no CORS header of theirs is sent.
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             wanted = environ.get(HEADERS_KEY) or security_headers()
-            kept = [(k, v) for k, v in headers if k.lower() not in SECURITY_HEADER_NAMES]
+            kept = [
+                (k, v) for k, v in headers
+                if k.lower() not in SECURITY_HEADER_NAMES
+                and not k.lower().startswith("access-control-")
+            ]
             return start_response(status, [*kept, *wanted], exc_info)
 
+        environ[ADMIN_PATH_KEY] = sub_path
         return self.app(environ, start)

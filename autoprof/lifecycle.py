@@ -124,9 +124,8 @@ class Request(RequestEvent):
             self.duration = (
                 None if self.handle is not None else (perf_counter_ns() - self.started) * 1e-9
             )
-            # The log keeps the event until the monitor drains it: not what it no longer needs.
+            # The log keeps the event until the monitor drains it: not the request's dict.
             self.native = None
-            self.started = self.thread = 0
             log.events.append(self)
 
     def end_profile(self, error: type[BaseException] | None = None) -> None:

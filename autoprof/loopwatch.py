@@ -20,22 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from types import FrameType
 from typing import Any, TypeVar
 
-from autoprof import stacks
+from autoprof.alarm import Alarm
+from autoprof.blockreader import BlockReader
 from autoprof.frames import (
     UNKNOWN_THREAD,
-    call_stack,
-    stack_dicts,
-    thread_cpu_time,
     thread_names,
-    thread_root,
 )
 from autoprof.loopblock import BlockEvent
 
@@ -100,7 +94,7 @@ class LoopWatchdog:
         self.last_failure: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(target=_watch, args=(self,), name=name, daemon=True)
         self._context = contextvars.Context()  # reused: no context copy per ping
         self._ping: _Ping | None = None
         self._lag = 0.0
@@ -109,7 +103,10 @@ class LoopWatchdog:
         self._worst: BlockEvent | None = None  # worst finished event since take_interval
         self._event: BlockEvent | None = None  # the ongoing one
         self._recent: deque[BlockEvent] = deque(maxlen=RECENT_EVENTS)
-        self._reader = _BlockReader(self)
+        self._reader = BlockReader(self)
+        #: Sleeps the watchdog thread while the loop beats on time (None: it polls).
+        self._alarm = Alarm.create()
+        self._walk_lock = threading.Lock()
 
     # -- control -------------------------------------------------------------------------
 
@@ -119,6 +116,8 @@ class LoopWatchdog:
     def stop(self, timeout: float | None = None) -> None:
         """Stop the watchdog thread and wait up to ``timeout`` for it."""
         self._stop.set()
+        if self._alarm is not None:
+            self._alarm.wake()
         if self._thread.ident is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -140,18 +139,7 @@ class LoopWatchdog:
 
     def final(self, event: BlockEvent) -> BlockEvent:
         """The finished version of ``event`` if it was ongoing and has ended since, else it."""
-        if not event.ongoing:
-            return event
-        for done in list(self._recent):
-            if done.seq == event.seq:
-                return done
-        with self._lock:
-            ping, current = self._ping, self._event
-        received = ping.received if ping is not None else None
-        if current is not None and current.seq == event.seq and received is not None:
-            assert ping is not None  # ended, but the watchdog has not looked yet
-            return current._snapshot(received - ping.sent, False)
-        return event
+        return _final(self, event)
 
     def take_interval(self) -> tuple[float, BlockEvent | None]:
         """The largest lag and the worst block since the previous call, then reset.
@@ -162,6 +150,7 @@ class LoopWatchdog:
         ``ongoing=True``), and it is reported again, final and with the same ``seq``, by the
         call after it ends.
         """
+        self._advance()  # the watchdog thread sleeps while the loop beats on time
         with self._lock:
             now = time.perf_counter()
             lag = self._interval_lag
@@ -182,7 +171,7 @@ class LoopWatchdog:
 
     def info(self) -> dict[str, Any]:
         """What status() says about the watchdog."""
-        ping = self._ping
+        ping = self._advance()
         blocked_for = None
         if self._event is not None and ping is not None and ping.received is None:
             blocked_for = time.perf_counter() - ping.sent
@@ -201,27 +190,27 @@ class LoopWatchdog:
 
     # -- the watchdog thread ------------------------------------------------------------------
 
-    def _run(self) -> None:
-        wait = 0.0
-        while not self._stop.wait(wait):
-            try:
-                wait = self._tick()
-            except Exception as exc:  # never let the watchdog die of a surprise
-                self._fail(exc)
-                wait = self.interval
-            if wait < 0:
-                break
+    def _advance(self) -> _Ping | None:
+        """Resolve the pings the loop has answered; the one pending now (or None)."""
+        with self._walk_lock:
+            ping = self._ping
+            while ping is not None and ping.received is not None and ping.next is not None:
+                self._resolve(ping, ping.received - ping.sent)
+                with self._lock:
+                    self._ping = ping = ping.next
+            if ping is not None and ping.received is not None:  # the chain broke
+                self._resolve(ping, ping.received - ping.sent)
+                with self._lock:
+                    self._ping = ping = None
+            return ping
 
-    def _tick(self) -> float:
-        """One step; returns how long to wait before the next, or -1 to end (loop closed)."""
+    def _tick(self) -> float | None:
+        """One step; returns how long to wait before the next (None: until the alarm), or -1
+        to end (loop closed)."""
         loop = self.loop
         if loop.is_closed():
             return -1
-        ping = self._ping
-        while ping is not None and ping.received is not None:
-            self._resolve(ping, ping.received - ping.sent)
-            with self._lock:
-                self._ping = ping = ping.next
+        ping = self._advance()
         if ping is not None:
             if not loop.is_running():
                 if not ping.stale:  # stopped (not blocked) with our ping still queued
@@ -232,6 +221,8 @@ class LoopWatchdog:
                 return self.interval  # running again: the stale ping is about to run
             age = time.perf_counter() - ping.sent
             if age < self.record_after:
+                if self._alarm is not None:
+                    return None  # the beats re-arm the alarm: wake only if one is late
                 return self.record_after - age + _SLACK
             self._observe(ping)
             return self.interval
@@ -260,6 +251,8 @@ class LoopWatchdog:
                                      context=self._context)
                 ping.next = following
                 self.pings += 1
+                if self._alarm is not None:
+                    self._alarm.arm(self.interval + self.record_after + _SLACK)
         except Exception as exc:  # the watchdog thread starts a new chain
             self._fail(exc)
         ping.received = now
@@ -316,85 +309,40 @@ class LoopWatchdog:
         self.last_failure = f"{type(exc).__name__}: {exc}"
 
 
-class _BlockReader:
-    """What the watchdog reads of the loop thread while the loop is blocked: at first detection
-    the stack, the running task and the task dump, then a pyinstrument sample per step."""
+def _watch(watchdog: LoopWatchdog) -> None:
+    # The watchdog thread: asleep on the alarm while the loop beats on time.
+    wait: float | None = 0.0
+    alarm = watchdog._alarm
+    try:
+        while not watchdog._stop.is_set():
+            if alarm is not None:
+                alarm.wait(wait)
+            elif watchdog._stop.wait(watchdog.interval if wait is None else wait):
+                break
+            if watchdog._stop.is_set():
+                break
+            try:
+                wait = watchdog._tick()
+            except Exception as exc:  # never let the watchdog die of a surprise
+                watchdog._fail(exc)
+                wait = watchdog.interval
+            if wait is not None and wait < 0:
+                break
+    finally:
+        if alarm is not None:
+            alarm.close()
 
-    def __init__(self, watchdog: LoopWatchdog) -> None:
-        self.watchdog = watchdog
-        self.loop_thread = watchdog.loop_thread
-        self._root = ""
-        self._last_sample = 0.0
-        self._detected = 0.0
-        self._cpu_start: float | None = None
 
-    def detect(self, ping: _Ping, seq: int) -> BlockEvent:
-        watchdog = self.watchdog
-        frame = sys._current_frames().get(self.loop_thread)
-        name = thread_names().get(self.loop_thread, UNKNOWN_THREAD)
-        self._root = thread_root(name, self.loop_thread)
-        self._last_sample = ping.sent
-        self._detected = time.perf_counter()
-        self._cpu_start = thread_cpu_time(self.loop_thread)
-        event = BlockEvent(
-            started=ping.wall,
-            duration=self._detected - ping.sent,
-            ongoing=True,
-            thread=name,
-            thread_ident=self.loop_thread,
-            seq=seq,
-            interval=watchdog.interval,
-        )
-        self.sample(event, ping, frame)
-        event.stack = self._guard(lambda: _frame_dicts(frame, limit=STACK_LIMIT), [])
-        event.task = self._guard(self._running_task, None)
-        event.tasks = self._guard(lambda: stacks.task_stacks(watchdog.loop), None)
+def _final(watchdog: LoopWatchdog, event: BlockEvent) -> BlockEvent:
+    if not event.ongoing:
         return event
-
-    def sample(self, event: BlockEvent, ping: _Ping, frame: FrameType | None = None) -> None:
-        if len(event.samples) >= self.watchdog.max_samples:
-            event.truncated = True
-            return
-        if frame is None:
-            frame = sys._current_frames().get(self.loop_thread)
-            if frame is None:
-                return
-        try:
-            stack = call_stack(frame, self._root, limit=MAX_DEPTH)
-        except Exception as exc:
-            self.watchdog._fail(exc)
-            return
-        now = time.perf_counter()
-        if ping.received is not None:
-            return  # the loop moved on while we read: the sample may show it idle
-        with self.watchdog._lock:
-            event.samples.append((stack, now - self._last_sample))
-        self._last_sample = now
-
-    def update(self, event: BlockEvent, ping: _Ping) -> None:
-        """The event's duration so far, and the loop thread's CPU in it."""
-        cpu = thread_cpu_time(self.loop_thread)
-        now = time.perf_counter()
-        with self.watchdog._lock:
-            event.duration = max(event.duration, now - ping.sent)
-            if cpu is not None and self._cpu_start is not None:
-                event.cpu_time = cpu - self._cpu_start
-                event.sampled = now - self._detected
-
-    def _running_task(self) -> dict[str, str] | None:
-        task = asyncio.current_task(self.watchdog.loop)
-        if task is None:
-            return None
-        coro = task.get_coro()
-        name = getattr(coro, "__qualname__", None) or type(coro).__qualname__
-        return {"name": task.get_name(), "coro": str(name)}
-
-    def _guard(self, read: Callable[[], _T], default: _T) -> _T:
-        try:
-            return read()
-        except Exception as exc:
-            self.watchdog._fail(exc)
-            return default
-
-
-_frame_dicts = stack_dicts  # a name tests can replace
+    for done in list(watchdog._recent):
+        if done.seq == event.seq:
+            return done
+    with watchdog._lock:
+        ping, current = watchdog._ping, watchdog._event
+    received = ping.received if ping is not None else None
+    if current is not None and current.seq == event.seq and received is not None:
+        assert ping is not None  # ended, but the watchdog has not looked yet
+        return current._snapshot(received - ping.sent, False)
+    return event

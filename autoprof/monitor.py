@@ -196,6 +196,10 @@ class Monitor:
         if traffic is not None:
             _annotate(triggers, traffic)
         if triggers:
+            limits = self.limits
+            for trigger in triggers:  # MiB beside the % in every line, a refusal's too
+                if trigger.metric == "mem" and limits is not None and limits.mem_bytes:
+                    trigger.detail.setdefault("limit_mib", limits.mem_bytes / MIB)
             acted = self._on_triggers(triggers, sample, evidence)
             for trigger, done in zip(triggers, acted, strict=True):
                 self.settle(trigger, done)

@@ -68,11 +68,11 @@ def parse_options(
     *,
     prefix: str,
     source: str,
-    parse_rule: Callable[[str], Any],
+    parse_rule: Callable[[str, str], Any],
 ) -> dict[str, Any]:
     """The options named by the ``prefix`` keys of ``mapping`` (option name -> type name in
     ``types``), parsed; a :class:`ConfigError` naming the key for an unknown key or a bad value.
-    ``*_rule`` options are parsed by ``parse_rule``."""
+    ``*_rule`` options are parsed by ``parse_rule(text, option name)``."""
     options: dict[str, Any] = {}
     for key, raw in mapping.items():
         if not key.startswith(prefix):
@@ -85,7 +85,7 @@ def parse_options(
             )
         try:
             if isinstance(raw, str) and name.endswith("_rule"):
-                options[name] = parse_rule(raw)
+                options[name] = parse_rule(raw, name)
             else:
                 options[name] = _parse_value(name, types[name], raw)
         except (ConfigError, ValueError) as exc:

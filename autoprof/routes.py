@@ -80,8 +80,12 @@ class ASGIRoutes:
         return native.get("method", ""), native.get("path", "")
 
     def routed(self, native: Any) -> str | None:
+        # With the mounts' and the server's root path in front, as resolve() spells it.
         template = getattr(native.get("route"), "path", None)
-        return template if isinstance(template, str) else None
+        if not isinstance(template, str):
+            return None
+        root = native.get("root_path")
+        return root + template if isinstance(root, str) else template
 
     def resolve(self, method: str, path: str, hint: Any, extra: Any) -> str | None:
         template = getattr(hint, "path", None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -13,6 +12,7 @@ from autoprof import render
 from autoprof.capture import versions
 from autoprof.config import Settings
 from autoprof.errors import ErrorLog
+from autoprof.frames import thread_cpu_time
 from autoprof.loopwatch import BlockEvent, LoopWatchdog
 from autoprof.metrics import Sample
 from autoprof.monitor import Monitor
@@ -20,6 +20,9 @@ from autoprof.rules import Trigger
 from autoprof.sampler import ThreadSampler
 from autoprof.traffic import RequestLog
 from autoprof.worker import BusyLog, Worker
+
+OWN_THREAD_PREFIX = "autoprof-"
+"""Threads named so are autoprof's own: their CPU is not the app's."""
 
 
 class _Startable(Protocol):
@@ -47,6 +50,8 @@ class Runtime:
         self.self_inflicted_stalls = 0
         #: Late pings while the loop sat idle in its selector (the host did not schedule us).
         self.scheduling_stalls = 0
+        #: CPU seconds autoprof's own threads have used: not counted as the app's.
+        self.own_cpu = OwnCpu()
         self._lock = threading.Lock()
 
     def _start(self, what: str, make: Callable[[], _T]) -> _T | None:
@@ -73,7 +78,7 @@ class Runtime:
             settings,
             errors=self.errors,
             inflight=inflight,
-            own_cpu=self._own_cpu,
+            own_cpu=self.own_cpu,
             on_triggers=on_triggers,
             on_tick=on_tick,
             on_sample=on_sample,
@@ -128,9 +133,6 @@ class Runtime:
                 return None
         return lag, event
 
-    def _own_cpu(self) -> float:
-        # Called on the monitor thread: its own CPU time plus the writer's.
-        return time.thread_time() + self.worker.cpu_seconds()
 
     def stop(self, timeout: float) -> None:
         """Stop the threads and wait (bounded) for queued writes."""
@@ -151,4 +153,30 @@ class Runtime:
         self.recorder = None
         self.loopwatch = None
         self.worker.reset_after_fork()
+        self.own_cpu = OwnCpu()
         self._lock = threading.Lock()
+
+
+class OwnCpu:
+    """CPU seconds used so far by autoprof's threads (named ``autoprof-*``: the monitor, the
+    writer, the flight recorder, the loop watchdog, a capture's sampler). Never decreases: a
+    thread that ended keeps counting with what it used, so its end is not taken for a rise of
+    the app's CPU."""
+
+    def __init__(self) -> None:
+        self._last: dict[threading.Thread, float] = {}
+        self._ended = 0.0
+
+    def __call__(self) -> float:
+        alive: dict[threading.Thread, float] = {}
+        for thread in threading.enumerate():
+            ident = thread.ident
+            if ident is not None and thread.name.startswith(OWN_THREAD_PREFIX):
+                used = thread_cpu_time(ident)
+                if used is not None:
+                    alive[thread] = used
+        for thread, used in self._last.items():
+            if thread not in alive:
+                self._ended += used
+        self._last = alive
+        return self._ended + sum(alive.values())

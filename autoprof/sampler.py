@@ -65,6 +65,13 @@ __all__ = [
 ]
 
 
+CONTENDED_LATE = 0.002
+"""A wake-up later than this waited for the GIL: another thread was running Python (a busy
+event loop, busy request threads), and taking the GIL forced it to switch."""
+MAX_BACKOFF_INTERVAL = 1.0
+"""With a ``cpu_budget``, the longest interval kept while the GIL stays contended."""
+
+
 class Tick(NamedTuple):
     """One pass over all threads."""
 
@@ -80,7 +87,11 @@ class ThreadSampler:
     :meth:`session`), and the flight recorder (``ring=True``: runs for ever, keeping the last
     ``max_samples`` passes, and :meth:`snapshot` gives the seconds before a trigger). With a
     ``cpu_budget`` (a fraction of one core) it samples less often when a pass, with its
-    wake-up, costs more than that share of the interval. ``skip`` leaves threads out
+    wake-up, costs more than that share of the interval, and backs off (doubling its interval
+    up to :data:`MAX_BACKOFF_INTERVAL`) while its wake-ups find the GIL busy: each pass then
+    forces the busy thread to hand the GIL over, which costs that thread far more than the
+    pass itself on a loaded machine; the passes' elapsed times keep the profile's proportions
+    right. ``skip`` leaves threads out
     (autoprof's own, by default). A thread whose CPU clock has not moved since its stack was
     last read has not run: its stack (a list shared by the passes) is not read again, so
     parked pool threads cost a clock read per pass. Sessions render with pyinstrument's
@@ -111,6 +122,7 @@ class ThreadSampler:
         #: The interval actually kept: longer than ``interval`` when the budget asks for it.
         self.effective_interval = interval
         self._cost: float | None = None
+        self._backoff = 1.0
         self.max_samples = max_samples
         self.ring = ring
         self.max_depth = max_depth
@@ -178,11 +190,17 @@ class ThreadSampler:
         cpu_before: dict[int, float] = {}
         cpu_mark = time.thread_time()
         following = False
-        while not self._stop.wait(
-            min(self.effective_interval, FOLLOW_INTERVAL) if following else self.effective_interval
-        ):
+        while True:
+            wait = (
+                min(self.effective_interval, FOLLOW_INTERVAL)
+                if following
+                else self.effective_interval
+            )
+            asleep = time.perf_counter()
+            if self._stop.wait(wait):
+                break
             if self.cpu_budget is not None:
-                cpu_mark = self._govern(cpu_mark)
+                cpu_mark = self._govern(cpu_mark, time.perf_counter() - asleep - wait)
             if not self.ring and self.samples >= self.max_samples:
                 return
             now = time.perf_counter()
@@ -256,14 +274,20 @@ class ThreadSampler:
             del self._still[gone]
         return records
 
-    def _govern(self, cpu_mark: float) -> float:
+    def _govern(self, cpu_mark: float, late: float) -> float:
         # The CPU of a whole cycle (waking, taking the GIL, the pass) against the budget: with
-        # many threads or busy ones, sample less often rather than cost more.
+        # many threads or busy ones, sample less often rather than cost more. A late wake-up
+        # waited for the GIL: back off while it stays contended, come back when it is not.
         assert self.cpu_budget is not None
         now = time.thread_time()
         cost = now - cpu_mark
         self._cost = cost if self._cost is None else 0.8 * self._cost + 0.2 * cost
-        self.effective_interval = max(self.interval, self._cost / self.cpu_budget)
+        longest = max(self.interval, MAX_BACKOFF_INTERVAL)
+        if late > CONTENDED_LATE:
+            self._backoff = min(self._backoff * 2, longest / self.interval)
+        else:
+            self._backoff = max(1.0, self._backoff / 2)
+        self.effective_interval = max(self.interval * self._backoff, self._cost / self.cpu_budget)
         return now
 
     def info(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import sys
 import threading
 import time
@@ -30,11 +31,14 @@ def thread_stacks(*, limit: int = 60) -> list[dict[str, Any]]:
     _check_limit(limit)
     current = threading.get_ident()
     known = {thread.ident: thread for thread in threading.enumerate()}
+    main = threading.main_thread()
     stacks = []
     for ident, frame in sys._current_frames().items():
         top = frame.f_back if ident == current else frame
-        stacks.append(_thread_entry(ident, known.get(ident), top, ident == current, limit))
-    main_ident = threading.main_thread().ident
+        entry = _thread_entry(ident, known.get(ident), top, ident == current, limit)
+        entry["native_id"] = _native_id(known.get(ident), ident == current, main)
+        stacks.append(entry)
+    main_ident = main.ident
     stacks.sort(key=lambda s: (s["ident"] != main_ident, s["name"], s["ident"]))
     return stacks
 
@@ -54,6 +58,23 @@ def _thread_entry(
         "current": current,
         "frames": stack_dicts(frame, limit=limit),
     }
+
+
+def _native_id(
+    thread: threading.Thread | None, current: bool, main: threading.Thread
+) -> int | None:
+    """The OS id of a thread. ``Thread.native_id`` is what it was when the thread started, and
+    after a fork CPython 3.11 updates the surviving thread's ``ident`` but not its
+    ``native_id``: in a gunicorn worker, MainThread still shows the master's pid. The calling
+    thread asks the OS; the thread that survived a fork is the process's initial thread, whose
+    id on Linux is the pid."""
+    if current:
+        return threading.get_native_id()
+    if thread is None:
+        return None
+    if thread is main and sys.platform == "linux":
+        return os.getpid()
+    return thread.native_id
 
 
 def render_thread_stacks(stacks: list[dict[str, Any]]) -> str:

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from autoprof.controller import AutoProf
 
 
+NO_LOOP = "not applicable (no event loop)"
+
+
 @dataclass(frozen=True)
 class RuleStatus:
     """One rule: its window average, the value that would fire now, cooldown left, and the
@@ -26,9 +29,12 @@ class RuleStatus:
     threshold: float | None
     cooldown_remaining: float
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Why the rule cannot judge at all here, or None: ``loop_lag`` without an event loop
+    #: (a WSGI app, or an ASGI app before its first request) is not warming up, it never runs.
+    not_applicable: str | None = None
 
     @classmethod
-    def of(cls, state: RuleState, now: float) -> RuleStatus:
+    def of(cls, state: RuleState, now: float, *, loop_watched: bool = True) -> RuleStatus:
         last = state.last_fired
         return cls(
             rule=state.rule,
@@ -38,6 +44,7 @@ class RuleStatus:
             if last is not None
             else 0.0,
             extra=state.status(),
+            not_applicable=NO_LOOP if state.metric == "loop_lag" and not loop_watched else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -47,6 +54,7 @@ class RuleStatus:
             "threshold": self.threshold,
             **self.extra,
             "cooldown_remaining": self.cooldown_remaining,
+            "not_applicable": self.not_applicable,
         }
 
 
@@ -105,7 +113,7 @@ class Status:
             sample=monitor.last if monitor is not None else None,
             limits=monitor.limits if monitor is not None else None,
             inflight=len(ap.tracker),
-            rules={metric: RuleStatus.of(state, now)
+            rules={metric: RuleStatus.of(state, now, loop_watched=ap.loop_watched)
                    for metric, state in monitor.rules.states.items()}
             if monitor is not None
             else {},

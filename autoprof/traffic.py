@@ -18,8 +18,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from autoprof.errors import ErrorLog
 from autoprof.escaped import exception_entry
 from autoprof.escaped import render_exceptions as render_exceptions
+from autoprof.redact import Redactor
 from autoprof.routes import NO_ROUTE, RouteResolver, route_key
 
 if TYPE_CHECKING:
@@ -127,7 +129,16 @@ class RequestLog:
     """Finished requests (:class:`RequestEvent`), appended by the adapters and drained by the
     monitor, and the exceptions that escaped the app."""
 
-    def __init__(self, max_events: int = MAX_EVENTS) -> None:
+    def __init__(
+        self,
+        max_events: int = MAX_EVENTS,
+        *,
+        redact: Redactor | None = None,
+        errors: ErrorLog | None = None,
+    ) -> None:
+        #: Applied to exception messages before they are kept (the ``redact`` option).
+        self.redact = redact
+        self.errors = errors
         self.events: deque[RequestEvent] = deque(maxlen=max_events)
         self.exceptions: deque[dict[str, Any]] = deque(maxlen=MAX_EXCEPTIONS)
         self._exception_budget = (0.0, 0)
@@ -143,7 +154,7 @@ class RequestLog:
             if count >= EXCEPTIONS_PER_SECOND:
                 return
             self._exception_budget = (start, count + 1)
-        self.exceptions.append(exception_entry(method, path, exc))
+        self.exceptions.append(exception_entry(method, path, exc, self.redact, self.errors))
 
     def drain(self) -> TrafficInterval:
         """Take every event appended since the last drain and add them up (monitor thread).

@@ -11,6 +11,7 @@ from autoprof.admin.http import BodyReader, mount_base
 from autoprof.controller import AutoProf
 from autoprof.lifecycle import Request
 from autoprof.routes import ENVIRON_ROUTES, RouteResolver
+from autoprof.secret import hide_secrets
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -38,6 +39,7 @@ class AutoProfWSGIMiddleware:
     def __init__(
         self, app: WSGIApplication, /, autoprof: AutoProf | None = None, **options: Any
     ) -> None:
+        options = hide_secrets(options)  # a traceback's locals must not show the admin token
         self.app = app
         self.autoprof = AutoProf.for_adapter("AutoProfWSGIMiddleware", autoprof, options)
         #: The admin route, or None when it is off (then no path is intercepted).

@@ -62,6 +62,9 @@ BARE = Config("bare", "bare app")
 CONTROL = Config("bare-control", "bare app, second instance (A/A control)")
 PASSTHROUGH = Config("passthrough", "passthrough middleware (counter + timer)")
 IDLE = Config("idle", "autoprof idle")
+IDLE_NO_REQUEST_RULES = Config(
+    "idle-no-request-rules", "autoprof idle, latency and error-rate rules off"
+)
 RECORDER = Config("idle-recorder", "autoprof idle + flight recorder")
 UNPROFILED = Config("capture-unprofiled", "autoprof, capture open, request not profiled")
 PROFILED = Config("capture-profiled", "autoprof, capture open, request profiled")
@@ -72,12 +75,12 @@ FASTAPI_PROFILER = Config(
 WERKZEUG_PROFILER = Config("werkzeug-profiler", "werkzeug ProfilerMiddleware, defaults")
 
 ASGI_CONFIGS = (
-    BARE, CONTROL, PASSTHROUGH, IDLE, RECORDER, UNPROFILED, PROFILED, PYINSTRUMENT,
-    FASTAPI_PROFILER,
+    BARE, CONTROL, PASSTHROUGH, IDLE_NO_REQUEST_RULES, IDLE, RECORDER, UNPROFILED, PROFILED,
+    PYINSTRUMENT, FASTAPI_PROFILER,
 )
 WSGI_CONFIGS = (
-    BARE, CONTROL, PASSTHROUGH, IDLE, RECORDER, UNPROFILED, PROFILED, PYINSTRUMENT,
-    WERKZEUG_PROFILER,
+    BARE, CONTROL, PASSTHROUGH, IDLE_NO_REQUEST_RULES, IDLE, RECORDER, UNPROFILED, PROFILED,
+    PYINSTRUMENT, WERKZEUG_PROFILER,
 )
 HTTP_CONFIGS = (BARE, CONTROL, IDLE, UNPROFILED, PROFILED, PYINSTRUMENT)
 CONFIGS = {c.key: c for c in (*ASGI_CONFIGS, *WSGI_CONFIGS)}
@@ -234,6 +237,8 @@ def make_autoprof(config: Config, dump_dir: str | None, *, from_env: bool = Fals
         options.update(RECORDER_OPTIONS)
     elif not from_env:
         options["flight_recorder"] = 0.0
+    if config is IDLE_NO_REQUEST_RULES:
+        options.update(latency_rule=None, error_rate_rule=None)
     if config in (UNPROFILED, PROFILED):
         options.update(CAPTURE_OPTIONS, requests=1 if config is UNPROFILED else 10**9)
     return AutoProf.from_env(**options) if from_env else AutoProf(**options)
@@ -285,7 +290,7 @@ def build_asgi(
     middleware: list[Any] = []
     if config is PASSTHROUGH:
         middleware.append(Middleware(Passthrough))
-    elif config in (IDLE, RECORDER, UNPROFILED, PROFILED):
+    elif config in (IDLE, IDLE_NO_REQUEST_RULES, RECORDER, UNPROFILED, PROFILED):
         ap = make_autoprof(config, dump_dir, from_env=from_env)
         factory: Any = AutoProfMiddleware
         middleware.append(Middleware(factory, autoprof=ap))
@@ -334,7 +339,7 @@ def build_wsgi(
     ap: AutoProf | None = None
     if config is PASSTHROUGH:
         app.wsgi_app = WSGIPassthrough(app.wsgi_app)
-    elif config in (IDLE, RECORDER, UNPROFILED, PROFILED):
+    elif config in (IDLE, IDLE_NO_REQUEST_RULES, RECORDER, UNPROFILED, PROFILED):
         ap = make_autoprof(config, dump_dir, from_env=from_env)
         ap.init_app(app)
     elif config is PYINSTRUMENT:

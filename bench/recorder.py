@@ -169,6 +169,10 @@ def _window(ap: AutoProf, thread: threading.Thread, seconds: float) -> dict[str,
     sampled = [t for t in threading.enumerate() if not t.name.startswith("autoprof-")]
     info0, cpu0, t0 = _recorder_info(ap), thread_cpu(thread), time.monotonic()
     time.sleep(seconds)
+    # While busy threads keep the GIL, the recorder backs off (a pass a second at most).
+    deadline = time.monotonic() + 5.0
+    while _recorder_info(ap)["samples"] == info0["samples"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     info1, cpu1, t1 = _recorder_info(ap), thread_cpu(thread), time.monotonic()
     passes = info1["samples"] - info0["samples"]
     if passes <= 0:

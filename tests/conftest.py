@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,16 @@ from typing import Any
 import pytest
 
 from autoprof import AutoProf, CaptureInfo
+
+
+@pytest.fixture(autouse=True)
+def _no_autoprof_environment() -> Iterator[None]:
+    # The environment wins over code: a developer's AUTOPROF_* must not steer unit tests.
+    # A MonkeyPatch of its own: the shared one would be undone after the test's fixtures.
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("AUTOPROF_")]:
+            patch.delenv(name)
+        yield
 
 
 @pytest.fixture

@@ -577,7 +577,7 @@ def test_capture_page_shows_the_findings_summary_first(clients, kind):
     assert "<script>" not in text
     start = text.index('id="summary"')
     # First in the page: before the trigger facts, the requests and the file table.
-    assert start < text.index("<th>trigger</th>") < text.index("<h2>Files</h2>")
+    assert start < text.index("<th>why</th>") < text.index("<h2>Evidence</h2>")
     block = text[start : text.index("</section>", start)]
     assert "Why: cpu rule fired: 91.5 &gt;= 70.0" in block
     assert "Also fired: loop_lag rule fired: &lt;b&gt;900 ms&lt;/b&gt;" in block

@@ -266,7 +266,7 @@ async def test_profiler_failure_costs_only_the_profile(make_autoprof, monkeypatc
         def start(self, **kwargs: Any) -> None:
             raise RuntimeError("profiler exploded")
 
-    monkeypatch.setattr(autoprof.capture.request, "Profiler", BrokenProfiler)
+    monkeypatch.setattr(autoprof.capture.request, "CaptureProfiler", BrokenProfiler)
     async with client(make_app(ap, {})) as c:
         ap.trigger()
         response = await c.get("/items/5")

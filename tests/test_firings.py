@@ -126,6 +126,8 @@ def test_a_slow_route_and_an_error_burst_that_overlap_both_get_evidence(make_aut
     assert [r["path"] for r in manifest["requests"]] == [
         "/items/4", "/orders/6", "/items/5", "/orders/7"
     ]
+    # The routes it profiled, the joined rule's too: every request's route is among them.
+    assert manifest["profiled_routes"] == ["GET /items/{item_id}", "GET /orders/{order_id}"]
     assert manifest["requests"][1]["error"] == "CardDeclined"
     errors = next(f for f in manifest["rules_fired"] if f["metric"] == "error_rate")
     assert errors["outcome"] == "joined"

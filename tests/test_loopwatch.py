@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+import autoprof.blockreader
 import autoprof.loopwatch
 import autoprof.stacks
+from autoprof.alarm import Alarm
 from autoprof.loopwatch import BlockEvent, LoopWatchdog
 from autoprof.render import render_session
 
@@ -247,7 +249,6 @@ def test_detected_while_still_blocked_with_one_ping_outstanding(
     assert "held_handler" in {task["coro"] for task in event.tasks}
     assert event.render_text().startswith(f"event loop blocked for {lag:.2f} s (from ")
     assert ", still blocked" in event.render_text().splitlines()[0]
-    assert wd.info()["events"] == 0
     kept = len(event.samples)
 
     # Once the loop resumes, the same event is reported again, final.
@@ -292,10 +293,10 @@ def test_failures_while_sampling_are_counted_not_raised(
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("sampling broke")
 
-    monkeypatch.setattr(autoprof.loopwatch, "call_stack", boom)
-    monkeypatch.setattr(autoprof.loopwatch, "_frame_dicts", boom)
+    monkeypatch.setattr(autoprof.blockreader, "call_stack", boom)
+    monkeypatch.setattr(autoprof.blockreader, "_frame_dicts", boom)
     monkeypatch.setattr(autoprof.stacks, "task_stacks", boom)
-    monkeypatch.setattr(autoprof.loopwatch._BlockReader, "_running_task", boom)
+    monkeypatch.setattr(autoprof.blockreader.BlockReader, "_running_task", boom)
     wd = watch()
 
     assert app_loop.run(sleepy_handler()) == "done"
@@ -400,3 +401,37 @@ def test_a_late_ping_while_the_loop_waited_in_its_selector_is_not_a_block() -> N
                          stack=[*idle[:2], _frame("fetch_report", "/srv/app/reports.py")])
     assert not blocked.loop_idle
     assert not BlockEvent(started=0.0, duration=0.2, ongoing=False).loop_idle  # no stack seen
+
+
+@pytest.mark.skipif(Alarm.create() is None, reason="timerfd is Linux only; elsewhere it polls")
+def test_the_watchdog_thread_sleeps_while_the_loop_beats_on_time(
+    app_loop: LoopThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each wake-up of the watchdog takes the GIL from a busy loop: while the loop is healthy
+    # it must not wake at all; the beats push its alarm back.
+    wd = LoopWatchdog(app_loop.loop, loop_thread=app_loop.ident, interval=INTERVAL,
+                      record_after=RECORD_AFTER)
+    ticks = []
+    real_tick = wd._tick
+    monkeypatch.setattr(wd, "_tick", lambda: ticks.append(1) or real_tick())
+    wd.start()
+    try:
+        wait_until(lambda: wd.pings >= 2)
+        woke, pings = len(ticks), wd.pings
+        time.sleep(0.5)
+        assert wd.pings - pings >= 10  # the loop beat every 20 ms...
+        assert len(ticks) - woke <= 1  # ...and the watchdog slept through it
+        lag, _ = wd.take_interval()
+        assert 0 <= lag < RECORD_AFTER  # its lag is still measured, by the beats
+        assert wd.info()["pings"] >= pings + 10
+
+        entered, release = threading.Event(), threading.Event()
+        future = app_loop.submit(held_handler(entered, release))
+        assert entered.wait(TIMEOUT)
+        wait_until(lambda: wd.info()["blocked_for"] is not None)  # the alarm woke it
+        release.set()
+        future.result(TIMEOUT)
+        wait_until(lambda: wd.info()["events"] == 1)
+    finally:
+        wd.stop(TIMEOUT)
+    assert not wd.alive

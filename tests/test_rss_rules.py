@@ -50,11 +50,11 @@ def judge_rss(state: BaselineRuleState, rss: list[float], **kw: Any) -> list[tup
         ("rise=300", Rule(min=0, diff=None, abs=None, rise=300)),
         ("rise=300, diff=25", Rule(min=0, diff=25, abs=None, rise=300)),
         ("64, -, 4096, 30, rise=256", Rule(64, None, 4096, 30, rise=256)),
-        ("min=10, abs=500", Rule(10, 25, 500)),
+        ("min=10, abs=500", Rule(10, None, 500, rise=200)),
     ],
 )
 def test_rise_is_parsed_by_name(text: str, rule: Rule) -> None:
-    assert Rule.parse(text) == rule
+    assert Rule.parse(text, "rss") == rule
 
 
 def test_rise_is_never_positional() -> None:

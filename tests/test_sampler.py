@@ -192,3 +192,36 @@ def test_a_parked_thread_is_read_once_and_again_when_it_moves_on():
     assert all(s[-1] == "[await]" for s in first[1:] + second[1:])
     # ...and once it has run, it is read again: the new place, not the old one.
     assert second[-1] is not first[-1]
+
+
+def test_the_flight_recorder_backs_off_while_the_gil_is_busy_and_comes_back() -> None:
+    # Each pass takes the GIL from whoever runs Python: while a thread keeps it busy (a loaded
+    # event loop), the recorder samples less often; once it is free again, at its interval.
+    recorder = ThreadSampler(interval=0.02, ring=True, max_samples=500, cpu_budget=0.5,
+                             name="autoprof-test-recorder")
+    recorder.start()
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            pass
+
+    spinner = threading.Thread(target=busy, name="app-busy", daemon=True)
+    try:
+        time.sleep(0.3)
+        assert recorder.effective_interval < 0.1
+        spinner.start()
+        deadline = time.monotonic() + 10
+        while recorder.effective_interval < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert recorder.effective_interval >= 0.3
+        stop.set()
+        spinner.join(5)
+        deadline = time.monotonic() + 10
+        while recorder.effective_interval > 0.1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert recorder.effective_interval <= 0.1
+        assert recorder.snapshot() is not None
+    finally:
+        stop.set()
+        recorder.stop_soon()

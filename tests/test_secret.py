@@ -74,3 +74,31 @@ def test_a_failing_app_test_run_with_showlocals_prints_no_token(tmp_path: Path) 
     assert "'admin_token': Secret(" in out.stdout  # the locals were printed, hidden
     shown = out.stdout.replace(f"admin_token={TOKEN!r}", "")  # the test's own source line
     assert TOKEN not in shown, shown[-3000:]
+
+
+@pytest.mark.parametrize("adapter", ["asgi", "wsgi"])
+def test_a_failing_middleware_constructor_shows_no_token_in_its_locals(
+    tmp_path: Path, adapter: str
+) -> None:
+    # The keyword options of AutoProfMiddleware / AutoProfWSGIMiddleware are the first local
+    # holding the token: the middleware's own frame must show it hidden.
+    from starlette.applications import Starlette
+
+    from autoprof import AutoProfMiddleware, AutoProfWSGIMiddleware
+
+    def wsgi_app(environ: object, start_response: object) -> list[bytes]:
+        return [b""]
+
+    middleware, app = (
+        (AutoProfMiddleware, Starlette()) if adapter == "asgi"
+        else (AutoProfWSGIMiddleware, wsgi_app)
+    )
+    with pytest.raises(ConfigError) as info:
+        middleware(app, admin=True, admin_token=TOKEN, collect_interval=-1,  # type: ignore[arg-type]
+                   dump_dir=str(tmp_path))
+    report = "".join(traceback.TracebackException.from_exception(
+        info.value, capture_locals=True).format())
+    assert "in __init__" in report
+    assert "options = {" in report  # the middleware's frame and its locals were printed
+    assert "Secret(" in report
+    assert TOKEN not in report

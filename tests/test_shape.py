@@ -85,7 +85,7 @@ def test_import_autoprof_imports_no_web_framework():
     code = (
         "import sys, autoprof\n"
         "from autoprof import AutoProf, AutoProfWSGIMiddleware, Rule, Settings\n"
-        "AutoProf(dump_dir='unused')\n"
+        "AutoProf(dump_dir='/nonexistent/unused')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'starlette', 'anyio', 'flask', 'werkzeug', 'fastapi', 'django'}))\n"
     )

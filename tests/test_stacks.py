@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -205,3 +207,29 @@ def test_task_stacks_give_up_quietly(
     monkeypatch.setattr(asyncio, "all_tasks", broken_all_tasks)
 
     assert task_stacks(loop_in_thread) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork, and tid == pid of the initial thread")
+def test_after_a_fork_main_thread_shows_the_child_s_own_native_id():
+    # As in a gunicorn worker: CPython 3.11 keeps the parent's native_id on MainThread after a
+    # fork; the dump taken from another thread (the monitor) must show the child's.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            found: list[object] = []
+            worker = threading.Thread(target=lambda: found.extend(thread_stacks()))
+            worker.start()
+            worker.join()
+            main = next(s for s in found if isinstance(s, dict) and s["name"] == "MainThread")
+            mine = next(s for s in found if isinstance(s, dict) and s["current"])
+            text = f"{main['native_id']} {os.getpid()} {mine['native_id']} {worker.native_id}"
+            os.write(write, text.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        main_id, child_pid, current_id, worker_id = pipe.read().split()
+    os.waitpid(pid, 0)
+    assert main_id == child_pid != str(os.getpid())
+    assert current_id == worker_id

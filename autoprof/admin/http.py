@@ -49,6 +49,26 @@ _SAFE_ROOT = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+=:@%-]*)*")
 _DIGITS = re.compile(r"[0-9]+")
 
 
+def admin_sub_path(prefix: str, path: str) -> str | None:
+    """Whether a request is an admin request: the one test every adapter (the ASGI and WSGI
+    middlewares, and through the WSGI one the Flask Blueprint) applies.
+
+    ``path`` is the route path as the server hands it over: below the app's mount point
+    (ASGI ``root_path``, WSGI ``SCRIPT_NAME``), percent-decoded, without the query. Leading
+    slashes are merged into one first, as werkzeug's router and ``request.path`` (Flask,
+    Quart) do, so ``//_autoprof/status`` is an admin request under every framework and never
+    reaches the app's own routes or hooks; nothing else is normalised (no router resolves
+    ``.`` segments, case or Unicode forms). Returns the part below ``prefix`` (``""`` or
+    ``"/..."``), or None when the request is not an admin request.
+    """
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    if not path.startswith(prefix):
+        return None
+    rest = path[len(prefix) :]
+    return rest if not rest or rest[0] == "/" else None
+
+
 def security_headers(csp: str = PAGE_CSP) -> list[tuple[str, str]]:
     """The headers every admin response carries, with ``csp`` as its Content-Security-Policy."""
     return [*BASE_HEADERS, ("Content-Security-Policy", csp)]

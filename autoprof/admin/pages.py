@@ -10,6 +10,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from autoprof.capture.files import group_files
+from autoprof.config import UNITS
 from autoprof.status import Status
 
 STYLE = """
@@ -136,26 +138,32 @@ def login_page(base: str, message: str | None, *, has_token: bool) -> bytes:
 
 
 def index_page(base: str, rows: Sequence[Mapping[str, Any]], usage: tuple[int, int]) -> bytes:
-    """Captures, newest first."""
+    """Captures, newest first: every rule that fired into each (route, value with its unit)."""
     cells = []
     for row in rows:
+        metric = str(row.get("metric") or "").replace("-", "_")
+        unit = UNITS.get(metric, "")
+        fired = row.get("fired")
+        if not isinstance(fired, list) or not fired:
+            fired = [f"{metric} ({row.get('reason')})"]
         cells.append(
             [
                 link(capture_url(base, row["id"]), row["time"]),
-                esc(row["pid"]),
-                esc(row["host"]),
-                esc(f"{row['metric']} ({row['reason']})"),
-                esc(num(row["value"])),
-                esc(num(row["threshold"])),
-                esc(row["requests"]),
-                esc(size(row["size"])),
+                "<br>".join(esc(f) for f in fired),
+                f"<code>{esc(row.get('subject'))}</code>" if row.get("subject") else "",
+                esc(num(row.get("value"), unit=unit)),
+                esc(num(row.get("threshold"), unit=unit)),
+                esc(row.get("requests")),
+                esc(size(row.get("size"))),
+                esc(f"{row.get('pid')} on {row.get('host')}"),
             ]
         )
     body = (
         table(
-            ["time", "pid", "host", "trigger", "value", "threshold", "requests", "size"],
+            ["time", "rules fired", "route", "value", "threshold", "requests", "size",
+             "process"],
             cells,
-            numeric=(1, 4, 5, 6, 7),
+            numeric=(3, 4, 5, 6),
         )
         if cells
         else '<p class="muted">No captures yet.</p>'
@@ -169,10 +177,12 @@ def index_page(base: str, rows: Sequence[Mapping[str, Any]], usage: tuple[int, i
 
 
 def capture_page(base: str, summary: Mapping[str, Any], manifest: Mapping[str, Any]) -> bytes:
-    """One capture: why it was taken, the requests profiled, its files, the whole manifest."""
+    """One capture: the summary, why it was taken (every rule that fired), its evidence by kind
+    (one row each, with its formats), the requests profiled, the whole manifest."""
     capture_id = summary["id"]
     trigger = mapping(manifest.get("trigger"))
-    files = summary["files"]
+    files = [str(f) for f in summary["files"]]
+    unit = UNITS.get(str(trigger.get("metric")), "")
 
     def file_links(name: object) -> str:
         if not isinstance(name, str) or name not in files:
@@ -181,19 +191,25 @@ def capture_page(base: str, summary: Mapping[str, Any], manifest: Mapping[str, A
         return f"{link(url, 'view')} {link(url + '?download=1', 'download')}"
 
     facts = [
-        ("trigger", esc(trigger.get("description"))),
-        ("metric, reason", esc(f"{summary['metric']}, {summary['reason']}")),
-        ("value", esc(num(trigger.get("value")))),
-        ("window average", esc(num(trigger.get("average")))),
-        ("threshold", esc(num(trigger.get("threshold")))),
+        ("why", esc(trigger.get("description"))),
+        ("value", esc(num(trigger.get("value"), unit=unit))),
+        ("window average", esc(num(trigger.get("average"), unit=unit))),
+        ("threshold", esc(num(trigger.get("threshold"), unit=unit))),
         ("opened", esc(when(manifest.get("opened_at")))),
         ("closed", esc(f"{when(manifest.get('closed_at'))} ({manifest.get('close_reason')})")),
         ("pid, host", esc(f"{summary['pid']}, {summary['host']}")),
         ("size", esc(size(summary["size"]))),
     ]
-    summary_file = next((n for n in files if str(n).endswith("_summary.txt")), None)
+    summary_file = next((n for n in files if n.endswith("_summary.txt")), None)
     body = findings_block(mapping(manifest.get("findings")), file_links(summary_file))
+    fired = [mapping(f) for f in manifest.get("rules_fired") or [] if isinstance(f, dict)]
+    if len(fired) > 1:
+        facts.insert(0, ("rules fired", "<br>".join(
+            esc(f"{f.get('description')} ({f.get('outcome')})") for f in fired)))
     body += pairs(facts)
+    body += "<h2>Evidence</h2>" + table(
+        ["evidence", "files"], evidence_rows(base, capture_id, files, manifest)
+    )
     requests = [r for r in manifest.get("requests") or [] if isinstance(r, dict)]
     rows = []
     for r in requests:
@@ -219,25 +235,31 @@ def capture_page(base: str, summary: Mapping[str, Any], manifest: Mapping[str, A
         rows,
         numeric=(0, 4, 5, 6),
     )
-    body += "<h2>Files</h2>" + table(
-        ["file", ""], ([f"<code>{esc(name)}</code>", file_links(name)] for name in files)
-    )
-    for key, title in (("also_fired", "Also fired"), ("problems", "Problems"),
+    for key, title in (("problems", "Problems"),
                        ("skipped_files", "Skipped files (over the size budget)")):
-        items = manifest.get(key)
-        if items:
-            body += f"<h2>{esc(title)}</h2><ul>"
-            body += "".join(
-                f"<li>{esc(i.get('description') if isinstance(i, dict) else i)}</li>"
-                for i in items
-            )
-            body += "</ul>"
+        items = "".join(f"<li>{esc(i)}</li>" for i in manifest.get(key) or [])
+        body += f"<h2>{esc(title)}</h2><ul>{items}</ul>" if items else ""
     versions = manifest.get("versions")
     if isinstance(versions, dict):
         body += "<h2>Versions</h2>" + pairs((str(k), esc(v)) for k, v in versions.items())
     text = json.dumps(manifest, indent=2, default=str)
     body += f"<details><summary>Manifest (JSON)</summary><pre>{esc(text)}</pre></details>"
     return layout(f"Capture {capture_id}", base, body)
+
+
+def evidence_rows(
+    base: str, capture_id: str, files: Sequence[str], manifest: Mapping[str, Any]
+) -> list[list[str]]:
+    """The capture's files by evidence, one row each with its format links."""
+    rows = []
+    for label, grouped in group_files(capture_id, files, manifest):
+        links = []
+        for fmt, name in grouped:
+            url = capture_url(base, capture_id, name)
+            links.append(f'{link(url, fmt)} <span class="muted">'
+                         f"({link(url + '?download=1', 'download')})</span>")
+        rows.append([esc(label), " &middot; ".join(links)])
+    return rows
 
 
 def findings_block(findings: Mapping[str, Any], links: str) -> str:
@@ -303,7 +325,7 @@ def status_page(
         [
             esc(metric),
             esc(", ".join(f"{k}={v}" for k, v in asdict(rule.rule).items() if v is not None)),
-            esc(num(rule.average) or "warming up"),
+            esc(rule.not_applicable or num(rule.average) or "warming up"),
             esc(num(rule.threshold)),
             esc(num(rule.cooldown_remaining, 0, " s")),
         ]

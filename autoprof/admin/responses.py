@@ -11,6 +11,7 @@ from typing import Any
 from autoprof.admin import pages
 from autoprof.admin.guard import Verdict
 from autoprof.admin.http import AdminRequest, AdminResponse, security_headers
+from autoprof.capture.files import fired_of
 from autoprof.store import CaptureInfo
 
 
@@ -34,6 +35,8 @@ def summary(
         "average": trigger.get("average"),
         "threshold": trigger.get("threshold"),
         "description": trigger.get("description"),
+        "subject": trigger.get("subject"),
+        "fired": fired_of(manifest),
         "requests": len(requests) if isinstance(requests, list) else 0,
         "close_reason": manifest.get("close_reason"),
         "size": info.size,

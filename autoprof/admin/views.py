@@ -28,6 +28,7 @@ from autoprof.admin.http import (
     DUMP_HTML_CSP,
     AdminRequest,
     AdminResponse,
+    admin_sub_path,
     security_headers,
 )
 from autoprof.admin.responses import (
@@ -82,11 +83,9 @@ class AdminApp:
         return cls(autoprof) if settings.admin and settings.enabled else None
 
     def sub_path(self, path: str) -> str | None:
-        """The part of ``path`` below the prefix (``""``, ``"/..."``), or None if not ours."""
-        if not path.startswith(self.prefix):
-            return None
-        rest = path[len(self.prefix) :]
-        return rest if not rest or rest[0] == "/" else None
+        """The part of ``path`` below the prefix (``""``, ``"/..."``), or None if not ours
+        (:func:`autoprof.admin.http.admin_sub_path`)."""
+        return admin_sub_path(self.prefix, path)
 
     def refuse_body(self, request: AdminRequest, status: int) -> AdminResponse:
         """The answer to a POST whose body was not read: 413, over

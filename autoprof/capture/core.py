@@ -17,7 +17,7 @@ from autoprof.capture.evidence import (
     ThreadProfiles,
     ThreadStacks,
 )
-from autoprof.capture.model import MAX_FIRED, Fired, RequestRecord, routes_of
+from autoprof.capture.model import MAX_FIRED, Fired, RequestRecord, note_limit, routes_of
 from autoprof.capture.report import ReportWriter
 from autoprof.capture.request import ProfiledRequest
 from autoprof.capture.window import Window
@@ -59,15 +59,15 @@ class Capture:
         over_cpu_max: float | None = None,
     ) -> None:
         self.trigger = triggers[0]
+        self.context = context
         #: Every rule that fired into this capture: at the open, then while it was open.
-        self.fired = [Fired(t, "opened") for t in triggers[:MAX_FIRED]]
+        self.fired = [Fired(note_limit(t, context), "opened") for t in triggers[:MAX_FIRED]]
         #: The requests wanted, when the trigger was about some routes (slow, failing).
         self.routes = routes_of(self.trigger)
         self.settings = settings
         self.writer = writer
         self.worker = worker
         self.errors = errors
-        self.context = context
         self._on_close = on_close
         memory = self.trigger.metric in MEMORY_METRICS
         #: The request slots and the deadline.
@@ -96,7 +96,8 @@ class Capture:
         #: Every kind of evidence, in the order their words appear in the manifest.
         self.evidence: list[Evidence] = [
             self._requests, ThreadStacks(self), self._threads,
-            LoopBlockEvidence(self, loop_block, loop_block_final), self._heap, self._exceptions,
+            LoopBlockEvidence(self, loop_block, loop_block_final, context.get("inflight_requests"),
+                              self.opened_at), self._heap, self._exceptions,
         ]
         for other in triggers[1:]:  # rules that fired together: each gets its routes' requests
             self.want_routes(other)
@@ -182,6 +183,7 @@ class Capture:
         if the capture has already closed (the caller then opens one of its own)."""
         if self.closed:
             return False
+        note_limit(trigger, self.context)
         offer = Offer(loop_block, exceptions)
         words = [word for kind in self.evidence for word in kind.join(trigger, offer)]
         if len(self.fired) < MAX_FIRED:
@@ -212,7 +214,9 @@ class Capture:
             self.close("deadline")
             return None
         record = window.claim(method, path, self.claimed)
-        return ProfiledRequest(self, record) if record is not None else None
+        if record is None:
+            return None
+        return self._requests.started(ProfiledRequest(self, record))
 
     def request_finished(self, record: RequestRecord, session: Any) -> None:
         """A profiled request is done (its :class:`ProfiledRequest` calls)."""

@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from autoprof.config import UNITS
 from autoprof.routes import NO_ROUTE, RouteMatcher
 from autoprof.rules import Trigger
+from autoprof.trigger import iso
 
 AsyncMode = Literal["enabled", "disabled", "strict"]
 
@@ -33,6 +35,35 @@ def versions() -> dict[str, str]:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[dist] = importlib.metadata.version(dist)
     return found
+
+
+def note_limit(trigger: Trigger, context: dict[str, Any]) -> Trigger:
+    """A memory percentage reads in MiB too (:meth:`Trigger.describe`): note on ``trigger``
+    the limit behind it, from the capture's context (``limits``)."""
+    limits = context.get("limits")
+    mem_bytes = limits.get("mem_bytes") if isinstance(limits, dict) else None
+    if trigger.metric == "mem" and isinstance(mem_bytes, int) and mem_bytes > 0:
+        trigger.detail.setdefault("limit_mib", mem_bytes / 2**20)
+    return trigger
+
+
+def brief(trigger: Trigger) -> dict[str, Any]:
+    """A rule that fired, short, for lists (the manifest's ``fired``, the admin list): its
+    metric, route, value and unit, and all that as ``text`` ("latency GET /x: 512.0 ms")."""
+    about = f" {trigger.subject}" if trigger.subject else ""
+    text = f"{trigger.metric}{about}"
+    if trigger.reason != "manual":
+        text += f": {trigger.format(trigger.value)}"
+        limit = trigger.detail.get("limit_mib")
+        if trigger.metric == "mem" and isinstance(limit, (int, float)):
+            text += f" ({trigger.value * limit / 100:.1f} MiB)"
+    return {
+        "metric": trigger.metric,
+        "subject": trigger.subject,
+        "value": trigger.value,
+        "unit": UNITS.get(trigger.metric, "").strip() or None,
+        "text": text,
+    }
 
 
 @dataclass
@@ -66,10 +97,10 @@ class Fired:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form for the manifest."""
         return {**self.trigger.as_dict(), "outcome": self.outcome, "evidence": self.evidence,
-                "at": self.at}
+                "at": self.at, "at_iso": iso(self.at)}
 
 
-_UNSAFE = re.compile(r"[^\w /.:{}~-]")
+_UNSAFE = re.compile(r"[^\w /.,:(){}~-]")
 
 
 def safe_text(text: str) -> str:

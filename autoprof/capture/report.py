@@ -9,11 +9,12 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from autoprof.capture.evidence import Evidence, HeapEvidence, Host, TextFile
-from autoprof.capture.model import CENSUS_WAIT, Fired, RequestRecord, versions
+from autoprof.capture.model import CENSUS_WAIT, Fired, RequestRecord, brief, versions
 from autoprof.findings import Findings, FindingsResult
 from autoprof.render import extension, render_session
 from autoprof.rules import Trigger
 from autoprof.store import CaptureInfo, CaptureWriter
+from autoprof.trigger import iso
 
 
 class ReportHost(Host, Protocol):
@@ -162,7 +163,9 @@ class ReportWriter:
 
         doc: dict[str, Any] = {
             "format": 1,
+            "id": self.writer.id,
             "trigger": host.trigger.as_dict(),
+            "fired": [brief(f.trigger) for f in host.fired],
             "also_fired": [t.as_dict() for t in host.also_fired],
             "rules_fired": [held(f) for f in host.fired],
             "over_cpu_max": host.over_cpu_max,
@@ -170,7 +173,9 @@ class ReportWriter:
             "pid": host.context.get("pid"),
             "hostname": socket.gethostname(),
             "opened_at": host.opened_at,
+            "opened_at_iso": iso(host.opened_at),
             "closed_at": host.closed_at,
+            "closed_at_iso": iso(host.closed_at),
             "close_reason": host.close_reason,
         }
         for kind in evidence:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import sys
+import threading
 import time
 from typing import Any, Protocol
 
 from pyinstrument import Profiler
+from pyinstrument.stack_sampler import AsyncState, active_profiler_context_var
 
 from autoprof.capture.model import AsyncMode, RequestRecord, safe_text
 from autoprof.config import Settings
@@ -22,6 +25,43 @@ from autoprof.sampler import (
 )
 
 
+class CaptureProfiler(Profiler):
+    """A request's pyinstrument profiler that never outlives its capture.
+
+    pyinstrument hooks the profiled thread (``setstatprofile``, per thread), and only that
+    thread can unhook itself. When the capture closes first (its deadline passed, the server
+    never closed the response), it marks the profiler :attr:`abandoned`; the profiler then
+    stops itself at its next sample, which runs on its own thread: it records nothing more and
+    leaves no hook behind (a hook left there is called during interpreter teardown, when
+    pyinstrument's globals are gone: "TypeError: 'NoneType' object is not callable")."""
+
+    abandoned = False
+
+    def _sampler_saw_call_stack(
+        self,
+        call_stack: list[str],
+        time_since_last_sample: float,
+        async_state: AsyncState | None,
+    ) -> None:
+        if self.abandoned:
+            self.detach()
+            return
+        super()._sampler_saw_call_stack(call_stack, time_since_last_sample, async_state)
+
+    def detach(self) -> None:
+        """Stop observing and drop what was recorded; call on the profiler's own thread.
+
+        Unsubscribing clears pyinstrument's async-context variable in the *current* context,
+        which on an event loop may be another profiled request's: that value is put back."""
+        if self.is_running:
+            current = active_profiler_context_var.get()
+            with contextlib.suppress(Exception):  # nothing more to undo
+                self.stop()
+            if current is not None and current != self._sampler_saw_call_stack:
+                active_profiler_context_var.set(current)
+        self._last_session = None
+
+
 class Owner(Protocol):
     """What a :class:`ProfiledRequest` needs of its capture."""
 
@@ -31,6 +71,9 @@ class Owner(Protocol):
 
     @property
     def id(self) -> str: ...
+
+    @property
+    def closed(self) -> bool: ...
 
     def problem(
         self, where: str, exc: BaseException, record: RequestRecord | None = None
@@ -45,14 +88,15 @@ class ProfiledRequest:
     ``start()`` and ``finish()`` never raise: a profiler that fails only costs the profile.
     """
 
-    __slots__ = ("_cpu0", "_profiler", "_samples", "_t0", "_token", "capture", "record",
-                 "status")
+    __slots__ = ("_cpu0", "_profiler", "_samples", "_t0", "_thread", "_token", "capture",
+                 "record", "status")
 
     def __init__(self, capture: Owner, record: RequestRecord) -> None:
         self.capture = capture
         self.record = record
         self.status: int | None = None
-        self._profiler: Profiler | None = None
+        self._profiler: CaptureProfiler | None = None
+        self._thread = 0
         self._t0 = 0.0
         self._cpu0: float | None = None
         self._samples: list[ThreadSample] | None = None
@@ -72,13 +116,16 @@ class ProfiledRequest:
             self.record.problems.append(f"not profiled: the thread's profile hook is {hook!r}")
         else:
             try:
-                profiler = Profiler(
+                profiler = CaptureProfiler(
                     interval=self.capture.settings.profiler_interval, async_mode=async_mode
                 )
+                self._thread = threading.get_ident()
                 profiler.start(caller_frame=sys._getframe(1))
                 self._profiler = profiler
             except Exception as exc:
                 self.capture.problem("profiler.start", exc, self.record)
+            if self.capture.closed:  # it closed between the claim and now
+                self.abandon()
         sampler = self.capture.thread_sampler
         if follow_threads and self._profiler is not None and sampler is not None:
             try:
@@ -105,7 +152,7 @@ class ProfiledRequest:
             if error is not None:
                 record.error = error.__qualname__
             session = None
-            if self._profiler is not None:
+            if self._profiler is not None and self._profiler.is_running:
                 try:
                     session = self._profiler.stop()
                     if samples:
@@ -119,6 +166,17 @@ class ProfiledRequest:
             self.capture.request_finished(record, session)
         except Exception as exc:
             self.capture.errors.record("capture.finish", exc)
+
+    def abandon(self) -> None:
+        """The capture closed before this request finished: its profiler stops now if this is
+        its thread, else at its next sample, on its thread (see :class:`CaptureProfiler`);
+        a later :meth:`finish` hands nothing to the capture. Safe from any thread."""
+        profiler = self._profiler
+        if profiler is None:
+            return
+        profiler.abandoned = True
+        if threading.get_ident() == self._thread:
+            profiler.detach()
 
     def add_thread_sample(self, wall: float, elapsed: float, stack: list[str]) -> None:
         """A worker thread's stack, running for this request (the sampler's thread calls)."""

@@ -19,7 +19,8 @@ Only validated, fixed-vocabulary strings ever become path components; the read A
 Modules, by concern: :mod:`~autoprof.store.names` (ids and names), :mod:`~autoprof.store.fs`
 (file-system writes), :mod:`~autoprof.store.quota` (caps, making room, publishing),
 :mod:`~autoprof.store.listing` (scanning, :class:`CaptureInfo`), :mod:`~autoprof.store.writer`
-(:class:`CaptureWriter`) and :mod:`~autoprof.store.dumpstore` (:class:`DumpStore`).
+(:class:`CaptureWriter`), :mod:`~autoprof.store.dumpstore` (:class:`DumpStore`) and
+:mod:`~autoprof.store.lazy` (the store opened at first use: nothing is created before then).
 """
 
 from autoprof.store.dumpstore import DumpStore

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from autoprof.capture.evidence.base import Evidence, Host, Offer, Sink
 from autoprof.capture.model import RequestRecord, routes_of
 from autoprof.routes import RouteMatcher
 from autoprof.rules import Trigger
+from autoprof.trigger import iso
+
+
+class _Handle(Protocol):
+    record: RequestRecord
+
+    def abandon(self) -> None: ...
+
+
+_H = TypeVar("_H", bound=_Handle)
 
 
 class RequestSink(Sink, Protocol):
@@ -30,12 +40,18 @@ class RequestProfiles(Evidence):
         self.routes = routes
         self.claimed: list[RequestRecord] = []
         self.finished: list[RequestRecord] = []
+        #: The handles (:class:`~autoprof.capture.ProfiledRequest`) of the claimed requests
+        #: not finished yet, by id of their record.
+        self.running: dict[int, _Handle] = {}
+        #: Routes that rules joining the capture added to ``routes``.
+        self.joined: list[str] = []
         self._deferred: list[tuple[RequestRecord, Any]] = []
 
     def add(self, record: RequestRecord, session: Any) -> None:
         """A profiled request finished (called under the capture's lock, so that its render
         is queued before the finalisation)."""
         self.finished.append(record)
+        self.running.pop(id(record), None)
         if session is None or not self.host.settings.profile_formats:
             return
         if self.host.heap_tracker is not None:
@@ -44,9 +60,23 @@ class RequestProfiles(Evidence):
             sink = self.sink
             self.host.worker.submit("capture.render", lambda: sink.render_request(record, session))
 
+    def started(self, handle: _H) -> _H:
+        """A claimed request's handle, kept until it finishes (returned as it is)."""
+        self.running[id(handle.record)] = handle
+        return handle
+
+    def stop(self) -> None:
+        # No profiler outlives its capture, whoever forgot to close the response.
+        for handle in list(self.running.values()):
+            self.host.guarded("capture.abandon", handle.abandon)
+
     def join(self, trigger: Trigger, offer: Offer) -> list[str]:
         wanted = self.host.want_routes(trigger)
-        return [wanted] if wanted is not None else []
+        routes = routes_of(trigger)
+        if wanted is None or routes is None:
+            return []
+        self.joined.extend(key for key in routes.keys if key not in self.joined)
+        return [wanted]
 
     def collect(self, sink: Sink) -> None:
         for record, session in self._deferred:
@@ -54,11 +84,15 @@ class RequestProfiles(Evidence):
         self._deferred = []
 
     def manifest(self) -> dict[str, Any]:
+        # In start order (their index), whatever order they finished in.
         finished = {id(r) for r in self.finished}
         return {
-            "profiled_routes": self.routes.keys if self.routes is not None else None,
-            "requests": [asdict(r) for r in self.finished],
-            "unfinished_requests": [asdict(r) for r in self.claimed if id(r) not in finished],
+            "profiled_routes": [*self.routes.keys,
+                                *(k for k in self.joined if k not in self.routes.keys)]
+            if self.routes is not None
+            else None,
+            "requests": [_entry(r) for r in sorted(self.finished, key=lambda r: r.index)],
+            "unfinished_requests": [_entry(r) for r in self.claimed if id(r) not in finished],
         }
 
     def held(self, trigger: Trigger) -> list[str]:
@@ -71,3 +105,7 @@ class RequestProfiles(Evidence):
 
     def findings(self) -> dict[str, Any]:
         return {"requests": self.finished}
+
+
+def _entry(record: RequestRecord) -> dict[str, Any]:
+    return {**asdict(record), "started_at_iso": iso(record.started_at)}
