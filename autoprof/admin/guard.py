@@ -250,3 +250,16 @@ def same_origin(request: AdminRequest) -> bool:
     except ValueError:
         return False
     return netloc.lower() == host.strip().lower()
+
+
+def cross_site(request: AdminRequest) -> bool:
+    """Whether a browser says this request comes from another site or origin (``Sec-Fetch-Site``
+    other than same-origin or none, or an ``Origin`` naming another host). A request that
+    says nothing (an older browser, a script) is not cross-site by this test."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site.strip().lower() not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return False
+    return not same_origin(request)

@@ -22,7 +22,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from autoprof.admin import files, pages
-from autoprof.admin.guard import COOKIE_NAME, SESSION_TTL, Guard, Verdict, same_origin
+from autoprof.admin.guard import (
+    COOKIE_NAME,
+    SESSION_TTL,
+    Guard,
+    Verdict,
+    cross_site,
+    same_origin,
+)
 from autoprof.admin.http import (
     DUMP_FILE_CSP,
     DUMP_HTML_CSP,
@@ -245,8 +252,10 @@ class AdminApp:
             return html(200, pages.login_page(request.base, None, has_token=True))
         if not guard.has_token:
             return error(request, 404, "There is no login here.")
-        if not same_origin(request):
-            return error(request, 403, "Cross-site login refused.")
+        # Login is refused only to a request a browser marks as cross-site: logging in needs
+        # the token, and an older browser's same-origin post may carry neither header.
+        if cross_site(request):
+            return error(request, 403, "Cross-site login refused.", nav=False)
         result = guard.attempt(request.client, request.form.get("token", ""))
         if not result.ok:
             return unauthorized(request, result, has_token=guard.has_token)
