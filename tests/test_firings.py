@@ -206,5 +206,6 @@ def test_a_slow_route_and_an_error_burst_in_the_same_interval_both_get_profiled(
     serve_interval(app, ["/orders/3", "/items/3", "/orders/4", "/items/4"], raising=True)
     _, manifest = only_capture(ap)
     assert sorted(r["path"] for r in manifest["requests"]) == ["/items/3", "/orders/3"]
+    assert manifest["profiled_routes"] == ["GET /orders/{order_id}", "GET /items/{item_id}"]
     latency = manifest["rules_fired"][1]
     assert latency["evidence"][0] == "1 request profiles of GET /items/{item_id}"

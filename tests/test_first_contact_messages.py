@@ -13,6 +13,7 @@ from starlette.routing import Mount, Route
 from autoprof import AutoProf, AutoProfMiddleware, AutoProfWSGIMiddleware
 from autoprof.admin.pages import status_page
 from autoprof.routes import ASGI_ROUTES
+from tests.test_admin_paths import call_asgi
 from tests.test_request_rules import sample, started
 
 
@@ -51,17 +52,8 @@ def test_a_mounted_route_under_a_root_path_is_spelled_the_same_by_the_rules_and_
     scope = {"type": "http", "method": "GET", "path": "/api/reports/sales", "root_path": "/api",
              "raw_path": b"/api/reports/sales", "query_string": b"", "headers": [],
              "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 80)}
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
     try:
-        asyncio.run(wrapped(dict(scope), receive, send))
-        assert sent[0]["status"] == 200
+        assert asyncio.run(call_asgi(wrapped, dict(scope))).status == 200
         assert ap.requests is not None
         (event,) = ap.requests.events
         logged = event.resolver.resolve(event.method, event.path, event.hint, event.extra)

@@ -196,8 +196,8 @@ class Capture:
         routes = routes_of(trigger)
         if routes is None or (self.routes is not None and routes.keys == self.routes.keys):
             return None
-        wanted = self.window.want(routes)
-        return f"the next {wanted} requests of {', '.join(routes.keys)}"
+        self._requests.joined.extend(k for k in routes.keys if k not in self._requests.joined)
+        return f"the next {self.window.want(routes)} requests of {', '.join(routes.keys)}"
 
     def hold(self, seconds: float) -> None:
         """Do not close for ``seconds`` even if every request is done."""

@@ -43,7 +43,7 @@ class RequestProfiles(Evidence):
         #: The handles (:class:`~autoprof.capture.ProfiledRequest`) of the claimed requests
         #: not finished yet, by id of their record.
         self.running: dict[int, _Handle] = {}
-        #: Routes that rules joining the capture added to ``routes``.
+        #: Routes that other rules (firing with the first, or joining) added to ``routes``.
         self.joined: list[str] = []
         self._deferred: list[tuple[RequestRecord, Any]] = []
 
@@ -72,11 +72,7 @@ class RequestProfiles(Evidence):
 
     def join(self, trigger: Trigger, offer: Offer) -> list[str]:
         wanted = self.host.want_routes(trigger)
-        routes = routes_of(trigger)
-        if wanted is None or routes is None:
-            return []
-        self.joined.extend(key for key in routes.keys if key not in self.joined)
-        return [wanted]
+        return [wanted] if wanted is not None else []
 
     def collect(self, sink: Sink) -> None:
         for record, session in self._deferred:
