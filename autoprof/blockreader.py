@@ -13,6 +13,7 @@ from autoprof import stacks
 from autoprof.frames import (
     UNKNOWN_THREAD,
     call_stack,
+    frames_held,
     stack_dicts,
     thread_cpu_time,
     thread_names,
@@ -43,6 +44,10 @@ class BlockReader:
         self._cpu_start: float | None = None
 
     def detect(self, ping: _Ping, seq: int) -> BlockEvent:
+        with frames_held:
+            return self._detect(ping, seq)
+
+    def _detect(self, ping: _Ping, seq: int) -> BlockEvent:
         watchdog = self.watchdog
         frame = sys._current_frames().get(self.loop_thread)
         name = thread_names().get(self.loop_thread, UNKNOWN_THREAD)
@@ -69,15 +74,16 @@ class BlockReader:
         if len(event.samples) >= self.watchdog.max_samples:
             event.truncated = True
             return
-        if frame is None:
-            frame = sys._current_frames().get(self.loop_thread)
+        with frames_held:
             if frame is None:
+                frame = sys._current_frames().get(self.loop_thread)
+                if frame is None:
+                    return
+            try:
+                stack = call_stack(frame, self._root, limit=MAX_DEPTH)
+            except Exception as exc:
+                self.watchdog._fail(exc)
                 return
-        try:
-            stack = call_stack(frame, self._root, limit=MAX_DEPTH)
-        except Exception as exc:
-            self.watchdog._fail(exc)
-            return
         now = time.perf_counter()
         if ping.received is not None:
             return  # the loop moved on while we read: the sample may show it idle

@@ -10,10 +10,13 @@ Two shapes of a stack are used:
 
 Everything here may run on another thread than the frame's: no ``f_locals`` is read (that
 would materialise a running frame's locals), and identifiers come from code objects only.
+Code that reads another thread's frames does it under :data:`frames_held`.
 """
 
 from __future__ import annotations
 
+import gc
+import os
 import re
 import sys
 import threading
@@ -36,6 +39,7 @@ __all__ = [
     "frame_dicts",
     "frame_identifier",
     "frame_text",
+    "frames_held",
     "stack_dicts",
     "thread_cpu_time",
     "thread_names",
@@ -59,6 +63,54 @@ class FrameDict(TypedDict):
     lineno: int
     function: str
     line: str
+
+
+# -- reading other threads' frames ----------------------------------------------------------
+
+
+class _CollectorHold:
+    """Holds off the cyclic garbage collector while autoprof reads other threads' frames.
+
+    Reading another thread's frame (``sys._current_frames()``, ``f_back``, ``f_locals``)
+    allocates frame objects and dicts. An allocation can start a collection, whose finalizers
+    may hand the GIL over; the frame's own thread can then return from that very frame, and
+    CPython (3.11 at least: ``_PyFrame_MakeAndSetFrameObject``) binds the new frame object to
+    freed memory, so the next read crashes the process (the segfault sentry-python#6119 and
+    dd-trace-py#13567 report; tests/test_frames_held.py reproduces it). Without a collection
+    nothing in those reads lets the GIL go. Nested and concurrent holds (the recorder, a
+    capture's sampler, the census) count; the last one out restores the collector as the
+    first one in found it, and a fork in the middle does not leave the child without it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._holders == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._holders += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0 and self._was_enabled:
+                gc.enable()
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        if self._holders and self._was_enabled:
+            gc.enable()
+        self._holders = 0
+
+
+frames_held = _CollectorHold()
+"""``with frames_held:`` around any read of another thread's frames (:class:`_CollectorHold`)."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=frames_held._after_fork)
 
 
 # -- thread clocks and names -----------------------------------------------------------------

@@ -43,6 +43,7 @@ from autoprof.frames import (
     call_stack,
     frame_identifier,
     frame_text,
+    frames_held,
     thread_cpu_time,
     thread_root,
 )
@@ -232,6 +233,17 @@ class ThreadSampler:
     ) -> list[FrameRecord]:
         """One pass: every thread's stack for the whole profile (when ``tick_elapsed``, the
         time since the last such pass), and, with ``entries``, the followed requests'."""
+        with frames_held:
+            return self._pass(own, elapsed, cpu_before, tick_elapsed, entries)
+
+    def _pass(
+        self,
+        own: int,
+        elapsed: float,
+        cpu_before: dict[int, float],
+        tick_elapsed: float | None,
+        entries: dict[CodeType, EntryReader] | None,
+    ) -> list[FrameRecord]:
         threads = {t.ident: t for t in threading.enumerate()}
         records = []
         seen = set()

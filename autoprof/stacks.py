@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from types import FrameType
 from typing import Any
 
-from autoprof.frames import UNKNOWN_THREAD, frame_dicts, stack_dicts
+from autoprof.frames import UNKNOWN_THREAD, frame_dicts, frames_held, stack_dicts
 
 __all__ = ["render_task_stacks", "render_thread_stacks", "task_stacks", "thread_stacks"]
 
@@ -33,11 +33,12 @@ def thread_stacks(*, limit: int = 60) -> list[dict[str, Any]]:
     known = {thread.ident: thread for thread in threading.enumerate()}
     main = threading.main_thread()
     stacks = []
-    for ident, frame in sys._current_frames().items():
-        top = frame.f_back if ident == current else frame
-        entry = _thread_entry(ident, known.get(ident), top, ident == current, limit)
-        entry["native_id"] = _native_id(known.get(ident), ident == current, main)
-        stacks.append(entry)
+    with frames_held:
+        for ident, frame in sys._current_frames().items():
+            top = frame.f_back if ident == current else frame
+            entry = _thread_entry(ident, known.get(ident), top, ident == current, limit)
+            entry["native_id"] = _native_id(known.get(ident), ident == current, main)
+            stacks.append(entry)
     main_ident = main.ident
     stacks.sort(key=lambda s: (s["ident"] != main_ident, s["name"], s["ident"]))
     return stacks
@@ -102,7 +103,8 @@ def task_stacks(loop: asyncio.AbstractEventLoop, *, limit: int = 30) -> list[dic
     under us.
     """
     _check_limit(limit)
-    tasks = [_task_entry(task, limit) for task in _all_tasks(loop)]
+    with frames_held:
+        tasks = [_task_entry(task, limit) for task in _all_tasks(loop)]
     tasks.sort(key=lambda t: t["name"])
     return tasks
 

@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from autoprof.errors import ErrorLog
-from autoprof.frames import thread_cpu_time
 
 Job = Callable[[], Any]
+#: Seconds without a job after which the thread ends (the next job starts another).
+IDLE_EXIT = 30.0
 
 
 class BusyLog:
@@ -44,7 +45,8 @@ class BusyLog:
 
 
 class Worker:
-    """Runs jobs one at a time, in submission order, in a daemon thread started on demand.
+    """Runs jobs one at a time, in submission order, in a daemon thread started on demand
+    that ends after :data:`IDLE_EXIT` seconds without a job.
 
     Order matters: a capture's per-request renders are submitted before its finalisation, so
     the manifest is written after the files it lists.
@@ -71,13 +73,6 @@ class Worker:
                 self._thread.start()
         self._queue.put((where, job))
 
-    def cpu_seconds(self) -> float:
-        """CPU time the worker thread has used (0 where the platform cannot tell)."""
-        thread = self._thread
-        if thread is None or thread.ident is None:
-            return 0.0
-        return thread_cpu_time(thread.ident) or 0.0
-
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every queued job has run; False if ``timeout`` passed first."""
         with self._idle:
@@ -93,7 +88,14 @@ class Worker:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:  # submit counts a job under this lock before queueing it
+                    if self._pending == 0:
+                        self._thread = None
+                        return
+                continue
             if item is None:
                 return
             where, job = item

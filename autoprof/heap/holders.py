@@ -9,6 +9,7 @@ import sys
 import types
 from typing import Any
 
+from autoprof.frames import frames_held
 from autoprof.heap.objects import Pacer, code_name, locals_of, type_name, where
 
 HOLDER_DEPTH = 3
@@ -161,9 +162,10 @@ def _describe(
         ref, "ag_code", None
     )
     if isinstance(ref, (types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType)):
-        frame = getattr(ref, "cr_frame", None) or getattr(ref, "gi_frame", None) or getattr(
-            ref, "ag_frame", None
-        )
+        with frames_held:
+            frame = getattr(ref, "cr_frame", None) or getattr(ref, "gi_frame", None) or getattr(
+                ref, "ag_frame", None
+            )
         assert isinstance(code, types.CodeType)
         kind = type(ref).__name__.replace("_", " ")
         at = where(frame, code)

@@ -10,7 +10,7 @@ import time
 import types
 from typing import Any
 
-from autoprof.frames import thread_names
+from autoprof.frames import frames_held, thread_names
 
 SLICE_S = 0.005
 """Longest stretch (seconds) of a heap walk between two hand-overs of the GIL to other
@@ -57,13 +57,14 @@ def thread_frames() -> list[tuple[str, types.FrameType]]:
     me = threading.get_ident()
     names = thread_names()
     found = []
-    for ident, top in sys._current_frames().items():
-        if ident == me:
-            continue
-        frame: types.FrameType | None = top
-        while frame is not None:
-            found.append((names.get(ident, f"thread {ident}"), frame))
-            frame = frame.f_back
+    with frames_held:
+        for ident, top in sys._current_frames().items():
+            if ident == me:
+                continue
+            frame: types.FrameType | None = top
+            while frame is not None:
+                found.append((names.get(ident, f"thread {ident}"), frame))
+                frame = frame.f_back
     return found
 
 
@@ -72,7 +73,8 @@ def locals_of(frame: types.FrameType) -> dict[str, Any]:
     if not frame.f_code.co_flags & inspect.CO_OPTIMIZED:
         return {}
     try:
-        return dict(frame.f_locals)
+        with frames_held:
+            return dict(frame.f_locals)
     except Exception:
         return {}
 
