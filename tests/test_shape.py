@@ -87,7 +87,8 @@ def test_import_autoprof_imports_no_web_framework():
         "from autoprof import AutoProf, AutoProfWSGIMiddleware, Rule, Settings\n"
         "AutoProf(dump_dir='/nonexistent/unused')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'starlette', 'anyio', 'flask', 'werkzeug', 'fastapi', 'django'}))\n"
+        "{'starlette', 'anyio', 'flask', 'werkzeug', 'fastapi', 'django', 'fsspec', 's3fs',"
+        " 'prometheus_client', 'opentelemetry', 'google'}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
