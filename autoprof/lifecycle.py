@@ -6,8 +6,8 @@ then on in flight) and hands the app a send or start_response that notes the sta
 handle as ``request.handle`` and calls :meth:`Request.end_profile` once the request is done. It
 reports an exception that escaped the app with :meth:`Request.failed`, and calls
 :meth:`Request.finish` when the response is over: the request leaves the in-flight set and,
-when the request rules are on, becomes its own :class:`~autoprof.traffic.RequestEvent` in the
-:class:`~autoprof.traffic.RequestLog`. What the route of a request is, each framework tells
+when the request rules are on, leaves a :class:`~autoprof.traffic.RequestEvent` (a plain tuple)
+in the :class:`~autoprof.traffic.RequestLog`. What the route of a request is, each framework tells
 through its :class:`~autoprof.routes.RouteResolver`.
 """
 
@@ -73,9 +73,10 @@ class RequestTracker:
         return found
 
 
-class Request(RequestEvent):
-    """One request from the adapter's first look at it to the end of its response; once
-    finished, its own :class:`~autoprof.traffic.RequestEvent` in the log (no copy is made).
+class Request:
+    """One request from the adapter's first look at it to the end of its response, when it
+    leaves its :class:`~autoprof.traffic.RequestEvent` in the log (the log keeps no server
+    object and not this one).
 
     ``native`` is the server's own object (the ASGI scope, the WSGI environ) while the request
     is in flight; ``status`` what the adapter noted of the response (an int, a WSGI status
@@ -83,7 +84,10 @@ class Request(RequestEvent):
     profiled.
     """
 
-    __slots__ = ("handle", "inflight", "log", "native", "started", "thread")
+    __slots__ = ("handle", "inflight", "log", "native", "resolver", "started", "status", "thread")
+
+    status: int | str
+    resolver: RouteResolver
 
     def __init__(  # the event's fields are filled in by finish()
         self,
@@ -116,17 +120,17 @@ class Request(RequestEvent):
         log = self.log
         if log is not None:
             native = self.native
-            method, path, hint, extra = self.resolver.fields
-            self.method = native.get(method, "")
-            self.path = native.get(path, "")
-            self.hint = native.get(hint)
-            self.extra = None if extra is None else native.get(extra)
-            self.duration = (
-                None if self.handle is not None else (perf_counter_ns() - self.started) * 1e-9
-            )
-            # The log keeps the event until the monitor drains it: not the request's dict.
-            self.native = None
-            log.events.append(self)
+            resolver = self.resolver
+            method, path, hint, extra = resolver.fields
+            log.events.append((
+                resolver,
+                native.get(method, ""),
+                native.get(path, ""),
+                native.get(hint),
+                None if extra is None else native.get(extra),
+                None if self.handle is not None else (perf_counter_ns() - self.started) * 1e-9,
+                self.status,
+            ))
 
     def end_profile(self, error: type[BaseException] | None = None) -> None:
         """Stop the profiler of a profiled request and hand its profile to the capture, with

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from autoprof.errors import ErrorLog
 from autoprof.escaped import exception_entry
@@ -32,24 +32,28 @@ MAX_EXCEPTIONS = 20
 EXCEPTIONS_PER_SECOND = 5
 
 
-class RequestEvent:
+class RequestEvent(NamedTuple):
     """One finished request, as the monitor reads it from :class:`RequestLog`: its ``resolver``
     (:class:`~autoprof.routes.RouteResolver`) names the route from ``method``, ``path``, ``hint``
     (what the request left about its route: ``scope["route"]``, ``environ["autoprof.route"]``)
     and ``extra`` (the ASGI ``root_path``); ``duration`` in seconds (None: not timed, a profiler
     slowed it); ``status`` an int or a WSGI status line, 0 if the response never started.
 
-    The adapters' :class:`autoprof.lifecycle.Request` is one: a request becomes its own event
-    when it finishes, no copy made."""
+    The adapters append plain tuples of these fields (:data:`EventRecord`: building one is a
+    single bytecode, cheaper than any object on the request path); :meth:`RequestLog.pending`
+    reads them back as events."""
 
-    __slots__ = ("duration", "extra", "hint", "method", "path", "resolver", "status")
+    resolver: RouteResolver
+    method: str
+    path: str
+    hint: Any = None
+    extra: Any = None
+    duration: float | None = None
+    status: int | str = 0
 
-    def __init__(
-        self, resolver: RouteResolver, method: str, path: str, hint: Any = None,
-        extra: Any = None, duration: float | None = None, status: int | str = 0,
-    ) -> None:
-        self.resolver, self.method, self.path = resolver, method, path
-        self.hint, self.extra, self.duration, self.status = hint, extra, duration, status
+
+EventRecord = tuple[RouteResolver, str, str, Any, Any, "float | None", "int | str"]
+"""A :class:`RequestEvent`'s fields as a plain tuple, in its order."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,7 @@ class RequestLog:
         #: Applied to exception messages before they are kept (the ``redact`` option).
         self.redact = redact
         self.errors = errors
-        self.events: deque[RequestEvent] = deque(maxlen=max_events)
+        self.events: deque[EventRecord] = deque(maxlen=max_events)
         self.exceptions: deque[dict[str, Any]] = deque(maxlen=MAX_EXCEPTIONS)
         self._exception_budget = (0.0, 0)
         self._lock = threading.Lock()
@@ -156,6 +160,10 @@ class RequestLog:
             self._exception_budget = (start, count + 1)
         self.exceptions.append(exception_entry(method, path, exc, self.redact, self.errors))
 
+    def pending(self) -> list[RequestEvent]:
+        """The events not drained yet, oldest first (a copy)."""
+        return [RequestEvent._make(record) for record in list(self.events)]
+
     def drain(self) -> TrafficInterval:
         """Take every event appended since the last drain and add them up (monitor thread).
 
@@ -168,16 +176,15 @@ class RequestLog:
         seen: dict[tuple[Any, ...], RouteFigures | None] = {}
         codes: dict[Any, int] = {}
         errors = 0
-        for event in batch:
-            status = event.status
+        for resolver, method, path, hint, extra, duration, status in batch:
             code = codes.get(status)
             if code is None:
                 code = codes[status] = status if isinstance(status, int) else _status_code(status)
             failed = code >= 500 or code == 0
-            key = (event.resolver, event.method, event.path, id(event.hint), event.extra)
+            key = (resolver, method, path, id(hint), extra)
             figures = seen.get(key, _UNSEEN)
             if figures is _UNSEEN:
-                figures = seen[key] = _figures(interval, event)
+                figures = seen[key] = _figures(interval, resolver, method, path, hint, extra)
             if figures is None:
                 errors += failed
                 continue
@@ -185,8 +192,8 @@ class RequestLog:
             if failed:
                 figures.errors += 1
                 errors += 1
-            if event.duration is not None:
-                figures.durations.append(event.duration)
+            if duration is not None:
+                figures.durations.append(duration)
         interval.requests, interval.errors = len(batch), errors
         return interval
 
@@ -367,15 +374,18 @@ class RecentTraffic:
 _UNSEEN = RouteFigures()
 
 
-def _figures(interval: TrafficInterval, event: RequestEvent) -> RouteFigures | None:
-    """The figures ``event``'s route adds up to in ``interval``; None if it has no route."""
+def _figures(
+    interval: TrafficInterval, resolver: RouteResolver, method: str, path: str, hint: Any,
+    extra: Any,
+) -> RouteFigures | None:
+    """The figures a request's route adds up to in ``interval``; None if it has no route."""
     try:
-        template = event.resolver.resolve(event.method, event.path, event.hint, event.extra)
+        template = resolver.resolve(method, path, hint, extra)
     except Exception:
         return None
     if template is None:
         return None
-    key = route_key(event.method, template)
+    key = route_key(method, template)
     figures = interval.routes.get(key)
     if figures is None:
         figures = interval.routes[key] = RouteFigures()

@@ -55,7 +55,7 @@ def test_a_mounted_route_under_a_root_path_is_spelled_the_same_by_the_rules_and_
     try:
         assert asyncio.run(call_asgi(wrapped, dict(scope))).status == 200
         assert ap.requests is not None
-        (event,) = ap.requests.events
+        (event,) = ap.requests.pending()
         logged = event.resolver.resolve(event.method, event.path, event.hint, event.extra)
         assert logged == "/api/reports/sales"
         assert seen["routed"] == logged
