@@ -32,6 +32,8 @@ class Admission:
         self.breaker = CircuitBreaker()
         #: Rule firings that opened no capture, by why: rate_limit, breaker.
         self.skipped: dict[str, int] = {"rate_limit": 0, "breaker": 0}
+        #: Captures opened, by the metric and reason of their first trigger.
+        self.opened_by: dict[str, dict[str, int]] = {}
         self._opened: deque[float] = deque()
         self._skipping: str | None = None
         self._last_manual: float | None = None
@@ -59,9 +61,12 @@ class Admission:
             self._skipping = skip.why
             log_triggers(triggers, skip.message)
 
-    def opened(self, now: float, *, manual: bool) -> None:
-        """A capture opened at ``now`` (monotonic)."""
+    def opened(self, now: float, *, manual: bool, trigger: Trigger | None = None) -> None:
+        """A capture opened at ``now`` (monotonic), for ``trigger`` (its first) if known."""
         self._skipping = None
+        if trigger is not None:
+            reasons = self.opened_by.setdefault(trigger.metric, {})
+            reasons[trigger.reason] = reasons.get(trigger.reason, 0) + 1
         if manual:
             self._last_manual = now
         else:

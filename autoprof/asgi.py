@@ -16,6 +16,7 @@ from autoprof.controller import AutoProf
 from autoprof.lifecycle import Request
 from autoprof.routes import ASGI_ROUTES
 from autoprof.secret import hide_secrets
+from autoprof.tracing import scan_headers
 
 CLIENT_GONE = 499
 """Status recorded for a request cancelled before it answered (not an error of the app)."""
@@ -112,12 +113,13 @@ class AutoProfMiddleware:
         handle = request.handle
         assert handle is not None
         error: type[BaseException] | None = None
+        handle.correlate(*scan_headers(scope.get("headers") or ()))
         # follow_threads: a sync endpoint runs in anyio's threadpool, out of this profiler's
         # sight; the capture's sampler puts that thread's stacks into this profile.
         handle.start(async_mode="enabled", measure_cpu=False, follow_threads=True)
         request.send = send
         try:
-            await self.app(scope, receive, request.send_noting_status)
+            await self.app(scope, receive, request.send_profiled)
         except BaseException as exc:
             error = type(exc)
             if not request.status and isinstance(exc, Exception):
@@ -193,4 +195,16 @@ class _ASGIRequest(Request):
         # Returns send's awaitable rather than awaiting it: no coroutine of its own.
         if message["type"] == "http.response.start":
             self.status = message["status"]
+        return self.send(message)
+
+    def send_profiled(self, message: Message) -> Awaitable[None]:
+        """The send of a profiled request: also tells its handle the response starts, and
+        names the capture in a Server-Timing header when the option is on."""
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            handle = self.handle
+            timing = handle.responding() if handle is not None else None
+            if timing is not None:
+                header = (b"server-timing", timing.encode("latin-1"))
+                message = {**message, "headers": [*message.get("headers", ()), header]}
         return self.send(message)

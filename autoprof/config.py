@@ -15,7 +15,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoprof.config_checks import ADMIN_TOKEN_MIN, PROFILE_FORMATS, validate
+from autoprof.config_checks import (
+    ADMIN_TOKEN_MIN,
+    DEFAULT_PROFILE_FORMATS,
+    PROFILE_FORMATS,
+    validate,
+)
 from autoprof.option_text import (
     ENV_PREFIX,
     ConfigError,
@@ -45,6 +50,7 @@ from autoprof.secret import SECRET_OPTIONS, Secret, hide_secrets
 
 if TYPE_CHECKING:
     from autoprof.admin.http import AdminRequest
+    from autoprof.notify import CaptureEvent
 
 __all__ = [
     "ADMIN_TOKEN_MIN",
@@ -99,6 +105,21 @@ class Settings:
     ``admin_token`` or ``admin_authorize`` (checked when the process starts serving, see
     :attr:`admin_unguarded`), and the token never appears in a repr or an error. ``redact``
     masks exception messages before they go into dumps (:mod:`autoprof.redact`).
+    ``profile_formats`` picks from html, speedscope, text and pprof (a gzipped profile.proto for
+    ``go tool pprof``, Pyroscope, Grafana, Parca; :mod:`autoprof.pprof`), default the first three.
+    ``server_timing`` adds ``Server-Timing: autoprof;desc="<capture id>"`` to the responses of
+    profiled requests (:mod:`autoprof.tracing`).
+    ``sink`` (an fsspec URL: ``s3://bucket/prefix``, ``gs://``, ``az://``, ``file://``,
+    ``memory://``; credentials only from the provider's environment) uploads every capture
+    there from the "autoprof-uploader" thread, retrying up to ``sink_retry_max`` seconds
+    apart, and keeps the local copy unless ``sink_keep_local`` is off (:mod:`autoprof.sink`);
+    ``host`` names this host there (default: ``POD_NAME``, ``HOSTNAME``, the machine's name).
+    ``on_capture`` (a function taking a :class:`autoprof.notify.CaptureEvent`) and
+    ``on_capture_url`` (a webhook, JSON POST; hidden like a token) hear of every capture once
+    it is written and uploaded (:mod:`autoprof.notify`).
+    ``fleet`` (on by default): the worker processes sharing ``dump_dir`` (gunicorn, uvicorn
+    ``--workers``) publish their status in ``dump_dir/.workers/``, the admin status page lists
+    them all, and a manual trigger opens a capture in every one (:mod:`autoprof.fleet`).
     """
 
     enabled: bool = True
@@ -126,7 +147,7 @@ class Settings:
     dump_dir: str = field(default_factory=_default_dump_dir)
     max_bytes: int = 200 * 2**20
     max_captures: int = 50
-    profile_formats: tuple[str, ...] = PROFILE_FORMATS
+    profile_formats: tuple[str, ...] = DEFAULT_PROFILE_FORMATS
     heap_census: bool = True
     heap_growth: bool = True
     heap_frames: int = 10
@@ -142,6 +163,14 @@ class Settings:
     admin_authorize: Callable[[AdminRequest], bool] | None = None
     admin_max_failures: int = 5
     admin_lockout: float = 300.0
+    server_timing: bool = False
+    sink: str | None = None
+    sink_keep_local: bool = True
+    sink_retry_max: float = 60.0
+    host: str | None = None
+    on_capture: Callable[[CaptureEvent], object] | None = None
+    on_capture_url: Secret | str | None = field(default=None, repr=False)
+    fleet: bool = True
     redact: Redactor = redact_default
 
     def __post_init__(self) -> None:

@@ -7,15 +7,20 @@ import os
 import re
 from typing import TYPE_CHECKING
 
+from autoprof import tracing
+from autoprof.fleet.options import check_options as check_fleet
 from autoprof.option_text import ConfigError, check, is_number
 from autoprof.redact import redact_option
 from autoprof.rule import METRICS, ROUTE_METRICS, Rule
 from autoprof.secret import Secret
+from autoprof.sink.options import check_delivery
 
 if TYPE_CHECKING:
     from autoprof.config import Settings
 
-PROFILE_FORMATS = ("html", "speedscope", "text")
+PROFILE_FORMATS = ("html", "speedscope", "text", "pprof")
+"""Every profile format (:data:`autoprof.render.FORMATS`); pprof is a gzipped profile.proto."""
+DEFAULT_PROFILE_FORMATS = ("html", "speedscope", "text")
 ADMIN_TOKEN_MIN = 16
 _PREFIX_RE = re.compile(r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+")
 
@@ -83,6 +88,9 @@ def validate(settings: Settings) -> None:
         "/var/tmp/autoprof",
     )
     _check_admin(settings)
+    tracing.check_options(settings)
+    check_delivery(settings)
+    check_fleet(settings)
     object.__setattr__(settings, "redact", redact_option(settings.redact))
 
 def _check_admin(settings: Settings) -> None:

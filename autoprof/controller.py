@@ -8,7 +8,6 @@ import atexit
 import logging
 import os
 import threading
-import time
 import tracemalloc
 import weakref
 from collections.abc import Mapping
@@ -21,11 +20,11 @@ from autoprof.capture import Capture, ProfiledRequest
 from autoprof.config import ConfigError, Settings
 from autoprof.dispatch import Dispatcher
 from autoprof.errors import ErrorLog
+from autoprof.fleet.core import Fleet
 from autoprof.layers import Layers, differences, refused
 from autoprof.lifecycle import RequestTracker
 from autoprof.monitor import Monitor
 from autoprof.option_text import check
-from autoprof.rules import Trigger
 from autoprof.runtime import Runtime
 from autoprof.secret import hide_secrets
 from autoprof.status import Status
@@ -89,6 +88,7 @@ class AutoProf:
         self.runtime = Runtime(self.errors)
         self.admission = Admission()
         self.dispatcher = Dispatcher(self)
+        self.fleet = Fleet(self)
         self._lock = threading.Lock()
         _instances.add(self)
         if app is not None:
@@ -182,6 +182,7 @@ class AutoProf:
                 on_sample=dispatcher.on_sample,
                 traffic=self.requests,
             )
+            self.fleet.join()
 
     def watch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Watch this event loop's lag (the ASGI adapter calls this from the loop, once).
@@ -197,6 +198,7 @@ class AutoProf:
         if capture is not None:
             capture.close("shutdown")
         self.runtime.stop(timeout)
+        self.fleet.leave()
         self.running = False
         self._started = False
 
@@ -213,6 +215,7 @@ class AutoProf:
         self.dispatcher.reset_after_fork()
         self.tracker.clear()
         self.runtime.after_fork()
+        self.fleet.after_fork()
         self.loop_watched = False
         self.requests = _request_log(self.settings, self.errors)
         self._lock = threading.Lock()
@@ -222,16 +225,10 @@ class AutoProf:
     # -- captures ---------------------------------------------------------------------------
 
     def trigger(self, reason: str = "manual") -> Capture | None:
-        """Open a capture now, whatever the rules say. Returns None if one is already open."""
+        """Open a capture now, here and in every worker sharing ``dump_dir`` (:class:`Fleet`).
+        Returns this process's capture; None if one is already open here."""
         self.ensure_started()
-        trig = Trigger("manual", "manual", 0.0, None, None, None, time.time())
-        monitor = self.monitor
-        capture = self.dispatcher.open(
-            [trig], monitor.last if monitor is not None else None, reason=reason
-        )
-        if capture is not None and monitor is not None:
-            monitor.wake()
-        return capture
+        return self.fleet.trigger(reason)
 
     def manual_cooldown_remaining(self) -> float:
         """Seconds until the ``cooldown`` after the last :meth:`trigger` has passed (the admin

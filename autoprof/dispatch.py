@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from autoprof.admission import Admission, log_triggers
@@ -51,9 +52,12 @@ class Dispatcher:
         #: Captures opened above ``cpu_max``: evidence only, no request profiled, no census.
         self.over_cpu_max = 0
         self.captures_written = 0
+        #: Called with each sample on the monitor thread (autoprof.prometheus); never raise.
+        self.sample_listeners: list[Callable[[Sample], None]] = []
         #: The census the next capture's heap report is compared with.
         self.census = CensusKeeper(host)
         self._lock = threading.Lock()
+        host.runtime.outbox.bind(host.dump_store)
 
     def reset_after_fork(self) -> None:
         """In a forked child: no capture, no census baseline of the parent's."""
@@ -83,6 +87,8 @@ class Dispatcher:
             capture.pause(cpu_max is not None and sample.cpu > cpu_max)
         else:
             self.census.at_sample(sample)
+        for listener in self.sample_listeners:
+            listener(sample)
 
     def on_tick(self, now: float) -> float | None:
         capture = self.host.capture
@@ -161,7 +167,7 @@ class Dispatcher:
         if capture is None:
             return None
         host.capture = capture
-        host.admission.opened(now, manual=manual)
+        host.admission.opened(now, manual=manual, trigger=triggers[0])
         acted.update((id(t), True) for t in triggers)
         return capture
 
@@ -283,6 +289,7 @@ class Dispatcher:
             info.size,
             info.path,
         )
+        self.host.runtime.outbox.committed(info)  # upload, then on_capture: never raises
 
 
 def _context(host: Host, sample: Sample | None, evidence: dict[str, Any]) -> dict[str, Any]:

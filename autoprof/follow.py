@@ -90,12 +90,23 @@ def _anyio_worker_context(frame: FrameType, child: FrameType | None) -> Context 
 
 
 def _work_item_context(frame: FrameType, child: FrameType | None) -> Context | None:
-    # asyncio.to_thread submits functools.partial(context.run, func).
+    # asyncio.to_thread submits functools.partial(context.run, func); asgiref's sync_to_async
+    # (Django) partial(thread_handler, ..., func, child), where func is context.run or a
+    # closure over the Context.
     fn = getattr(frame.f_locals.get("self"), "fn", None)
-    if isinstance(fn, functools.partial):
-        context = getattr(fn.func, "__self__", None)
+    if not isinstance(fn, functools.partial):
+        return None
+    for candidate in (fn.func, *fn.args):
+        context = getattr(candidate, "__self__", None)
         if isinstance(context, Context):
             return context
+        for cell in getattr(candidate, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if isinstance(value, Context):
+                return value
     return None
 
 

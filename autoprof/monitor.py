@@ -13,8 +13,9 @@ from typing import Any
 from autoprof.config import Settings
 from autoprof.errors import ErrorLog
 from autoprof.metrics import Limits, ProcessMetrics, Sample
+from autoprof.recent_traffic import MIN_LOOKBACK, RecentTraffic
 from autoprof.rules import BaselineRuleState, RouteRules, RuleSet, Trigger
-from autoprof.traffic import MIN_LOOKBACK, RecentTraffic, RequestLog, TrafficInterval
+from autoprof.traffic import RequestLog, TrafficInterval
 
 LoopLag = Callable[[], "tuple[float, Any] | None"]
 """Worst event-loop lag (seconds) since the last call and the worst block, or None."""
@@ -76,6 +77,9 @@ class Monitor:
         self._own_cpu = own_cpu
         self._on_triggers = on_triggers
         self._on_tick = on_tick
+        #: Called at each wake-up of the monitor thread with ``time.monotonic()``, before
+        #: anything else (the workers' trigger check, :mod:`autoprof.fleet`); must be cheap.
+        self.on_wake: Callable[[float], None] | None = None
         self._stopping = False
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="autoprof-monitor", daemon=True)
@@ -122,6 +126,12 @@ class Monitor:
             if self._stopping:
                 return
             now = time.monotonic()
+            on_wake = self.on_wake
+            if on_wake is not None:
+                try:
+                    on_wake(now)
+                except Exception as exc:
+                    self._errors.record("monitor.wake", exc)
             try:
                 next_tick = self._on_tick(now)
             except Exception as exc:

@@ -1,4 +1,5 @@
-"""Profiles to files, with pyinstrument's own renderers (HTML view, speedscope JSON, text)."""
+"""Profiles to files, with pyinstrument's own renderers (HTML view, speedscope JSON, text) and
+autoprof's pprof export (:mod:`autoprof.pprof`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 from pyinstrument.renderers import ConsoleRenderer, HTMLRenderer, SpeedscopeRenderer
 from pyinstrument.renderers.html import JSONForHTMLRenderer
+
+from autoprof.pprof import PprofRenderer
 
 HTML_MAX_SAMPLES = 100_000
 """Above this, pyinstrument's HTMLRenderer resamples the session itself: left to it."""
@@ -66,12 +69,14 @@ FORMATS: dict[str, tuple[str, Any]] = {
     "html": ("html", CachedHTMLRenderer),
     "speedscope": ("speedscope.json", SpeedscopeRenderer),
     "text": ("txt", lambda: ConsoleRenderer(unicode=True, color=False, short_mode=False)),
+    "pprof": ("pb.gz", PprofRenderer),
 }
 
 
-def render_session(session: Any, fmt: str) -> str:
-    """Render a pyinstrument Session in one of :data:`FORMATS`."""
-    return str(FORMATS[fmt][1]().render(session))
+def render_session(session: Any, fmt: str) -> str | bytes:
+    """Render a pyinstrument Session in one of :data:`FORMATS`: text, except pprof's bytes."""
+    rendered = FORMATS[fmt][1]().render(session)
+    return rendered if isinstance(rendered, bytes) else str(rendered)
 
 
 def extension(fmt: str) -> str:

@@ -18,6 +18,7 @@ from autoprof.metrics import Sample
 from autoprof.monitor import Monitor
 from autoprof.rules import Trigger
 from autoprof.sampler import ThreadSampler
+from autoprof.sink.outbox import Outbox
 from autoprof.traffic import RequestLog
 from autoprof.worker import BusyLog, Worker
 
@@ -52,6 +53,8 @@ class Runtime:
         self.scheduling_stalls = 0
         #: CPU seconds autoprof's own threads have used: not counted as the app's.
         self.own_cpu = OwnCpu()
+        #: Uploads to the sink and ``on_capture`` notifications of committed captures.
+        self.outbox = Outbox(errors)
         self._lock = threading.Lock()
 
     def _start(self, what: str, make: Callable[[], _T]) -> _T | None:
@@ -99,6 +102,7 @@ class Runtime:
         # not while a capture is being written (each file call waits for the GIL then).
         self.worker.submit("capture.versions", versions)
         self.worker.submit("render.warm_up", render.warm_up)
+        self.outbox.start(settings)
 
     def watch_loop(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
         """Start the watchdog of ``loop`` (called from the loop's thread), once."""
@@ -146,6 +150,7 @@ class Runtime:
         if monitor is not None:
             monitor.stop(timeout)
         self.worker.drain(timeout)
+        self.outbox.stop(timeout)
 
     def after_fork(self) -> None:
         """In a forked child: the parent's threads do not exist here."""
@@ -153,6 +158,7 @@ class Runtime:
         self.recorder = None
         self.loopwatch = None
         self.worker.reset_after_fork()
+        self.outbox.after_fork()
         self.own_cpu = OwnCpu()
         self._lock = threading.Lock()
 

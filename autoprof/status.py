@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from autoprof.config import Rule
 from autoprof.metrics import Limits, Sample
+from autoprof.notify import NotifyStatus
 from autoprof.rules import RuleState
+from autoprof.sink.uploader import SinkStatus
 
 if TYPE_CHECKING:
     from autoprof.controller import AutoProf
@@ -95,6 +97,12 @@ class Status:
     scheduling_stalls: int
     flight_recorder: dict[str, Any] | None
     captures_written: int
+    #: Captures opened by this process, by the metric and reason of their first trigger
+    #: (``{"cpu": {"diff": 2}, "manual": {"manual": 1}}``).
+    captures_opened: dict[str, dict[str, int]]
+    #: Uploads to the sink (None without ``sink``) and ``on_capture`` notifications.
+    sink: SinkStatus | None
+    notify: NotifyStatus | None
     dump_dir: str
     dump_dir_refused: str | None
     errors: dict[str, int]
@@ -139,6 +147,10 @@ class Status:
             scheduling_stalls=runtime.scheduling_stalls,
             flight_recorder=runtime.recorder.info() if runtime.recorder is not None else None,
             captures_written=ap.dispatcher.captures_written,
+            captures_opened={metric: dict(reasons)
+                             for metric, reasons in list(ap.admission.opened_by.items())},
+            sink=runtime.outbox.sink_status(),
+            notify=runtime.outbox.notify_status(),
             dump_dir=os.path.abspath(ap.settings.dump_dir),
             dump_dir_refused=ap.store_refused,
             errors=ap.errors.snapshot(),
@@ -151,4 +163,6 @@ class Status:
         found["limits"] = self.limits._asdict() if self.limits is not None else None
         found["rules"] = {metric: rule.as_dict() for metric, rule in self.rules.items()}
         found["capture"] = asdict(self.capture) if self.capture is not None else None
+        found["sink"] = asdict(self.sink) if self.sink is not None else None
+        found["notify"] = asdict(self.notify) if self.notify is not None else None
         return found

@@ -12,6 +12,7 @@ from autoprof.controller import AutoProf
 from autoprof.lifecycle import Request
 from autoprof.routes import ENVIRON_ROUTES, RouteResolver
 from autoprof.secret import hide_secrets
+from autoprof.tracing import SERVER_TIMING
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -94,9 +95,10 @@ class AutoProfWSGIMiddleware:
     def _profiled(self, request: _WSGIRequest, environ: WSGIEnvironment) -> Iterable[bytes]:
         handle = request.handle
         assert handle is not None
+        handle.correlate(environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_X_REQUEST_ID"))
         handle.start(async_mode="disabled", measure_cpu=True)
         try:
-            request.iterable = self.app(environ, request.start_noting_status)
+            request.iterable = self.app(environ, request.start_profiled)
         except BaseException as exc:
             request.end_profile(type(exc))
             raise
@@ -168,6 +170,16 @@ class _WSGIRequest(Request):
 
     def start_noting_status(self, status: str, headers: Any, exc_info: Any = None) -> Any:
         self.status = status
+        return self.start_response(status, headers, exc_info)
+
+    def start_profiled(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+        """The start_response of a profiled request: also tells its handle the response
+        starts, and names the capture in a Server-Timing header when the option is on."""
+        self.status = status
+        handle = self.handle
+        timing = handle.responding() if handle is not None else None
+        if timing is not None:
+            headers = [*headers, (SERVER_TIMING, timing)]
         return self.start_response(status, headers, exc_info)
 
     def __iter__(self) -> Iterator[bytes]:

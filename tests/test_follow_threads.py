@@ -114,6 +114,26 @@ def test_asyncio_to_thread_is_followed_too(make_autoprof: Any) -> None:
     assert "_worker" not in text, text  # the executor's idle loop is not the request's
 
 
+def test_asgiref_sync_to_async_is_followed_too(make_autoprof: Any) -> None:
+    # Django's sync views under ASGI and any sync_to_async call run this way.
+    from asgiref.sync import sync_to_async
+
+    ap = quiet(make_autoprof)
+
+    async def warm(request: Any) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    async def offload(request: Any) -> JSONResponse:
+        total = await sync_to_async(crunch_in_the_threadpool)(0.3)
+        return JSONResponse({"total": total % 7})
+
+    app = Starlette(routes=[Route("/warm", warm), Route("/offload", offload)])
+    text = profiled_text(ap, AutoProfMiddleware(app, autoprof=ap), "/offload")
+    crunch = re.search(r"^\W*([\d.]+) [\w.<>]*\bcrunch_in_the_threadpool  ", text, re.M)
+    assert crunch is not None, text
+    assert float(crunch[1]) >= 0.15, text
+
+
 class Collector:
     def __init__(self) -> None:
         self.samples: list[tuple[float, float, list[str]]] = []

@@ -17,9 +17,10 @@ import pytest
 from autoprof import AutoProf, AutoProfWSGIMiddleware, Rule
 from autoprof.admin.pages import status_page
 from autoprof.config import ERROR_RATE_DEFAULT, LATENCY_DEFAULT
+from autoprof.recent_traffic import RecentTraffic
 from autoprof.routes import ENVIRON_ROUTES
 from autoprof.rules import RouteRules
-from autoprof.traffic import RecentTraffic, RequestEvent, RequestLog, TrafficInterval
+from autoprof.traffic import RequestEvent, RequestLog, TrafficInterval
 from tests.conftest import only_capture
 from tests.test_request_rules import QUIET, Shop, get, sample, started
 

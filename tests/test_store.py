@@ -406,6 +406,25 @@ def test_retention_by_count(tmp_path: Path) -> None:
         check_capture(store, info)
 
 
+def test_retention_keeps_captures_a_sink_still_waits_for_while_others_can_go(
+    tmp_path: Path,
+) -> None:
+    store = DumpStore(tmp_path, max_captures=2)
+    oldest = commit_one(store, created=T0)
+    waiting = tmp_path / ".uploads"
+    waiting.mkdir()
+    (waiting / oldest.id).touch()
+    second = commit_one(store, created=T0 + 1)
+    third = commit_one(store, created=T0 + 2)
+    assert [c.id for c in store.captures()] == [third.id, oldest.id]  # second went instead
+    fourth = commit_one(store, created=T0 + 3)
+    assert [c.id for c in store.captures()] == [fourth.id, oldest.id]
+    assert second.id not in entries(tmp_path)
+    (waiting / fourth.id).touch()  # every capture waits: the cap still holds, oldest first
+    fifth = commit_one(store, created=T0 + 4)
+    assert [c.id for c in store.captures()] == [fifth.id, fourth.id]
+
+
 def test_retention_by_bytes_removes_oldest_first(tmp_path: Path) -> None:
     max_bytes = 10_000
     store = DumpStore(tmp_path, max_bytes=max_bytes)

@@ -50,6 +50,12 @@ def content_type(name: str) -> str:
     return "application/octet-stream"
 
 
+def download_only(name: str) -> bool:
+    """Whether a dump file is served as a download even when viewed: binary (pprof's
+    ``.pb.gz``), nothing a browser shows."""
+    return content_type(name) == "application/octet-stream"
+
+
 def read_regular(path: Path, limit: int = MAX_FILE) -> bytes | None:
     """The bytes of ``path`` if it is a regular file (not a symlink), else None.
 

@@ -10,6 +10,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from autoprof.admin.outbox_page import outbox_section
 from autoprof.capture.files import group_files
 from autoprof.config import UNITS
 from autoprof.status import Status
@@ -291,10 +292,9 @@ def findings_block(findings: Mapping[str, Any], links: str) -> str:
     return "".join(out)
 
 
-def status_page(
-    base: str, status: Status, history_shown: int, svg: str, usage: tuple[int, int]
-) -> bytes:
-    """Live state: the timeline, current sample, rules, the open capture, errors, trigger."""
+def status_page(base: str, status: Status, history_shown: int, svg: str,
+                usage: tuple[int, int], workers: str = "") -> bytes:
+    """Live state: the timeline, the workers, this one's sample, rules, capture, errors, trigger."""
     sample, limits = status.sample, status.limits
     cpu = memory = loop_lag = requests = ""
     if sample is not None:
@@ -306,7 +306,7 @@ def status_page(
         cpu += f" of {num(limits.cpu_cores, 2)} cores ({limits.cpu_source})"
         memory += f" ({size(sample.rss)} of {size(limits.mem_bytes)}, {limits.mem_source})"
     body = f"<h2>Last {esc(history_shown)} samples</h2>{svg}"
-    body += "<h2>Now</h2>" + pairs(
+    body += workers + "<h2>Now</h2>" + pairs(
         [
             ("pid", esc(status.pid)),
             ("monitor", esc("running" if status.running else "not running")
@@ -377,7 +377,7 @@ def status_page(
         f'Capture now</button> <span class="muted">{esc(note)}</span></form>'
     )
     errors = status.errors
-    body += "<h2>Internal errors</h2>" + (
+    body += outbox_section(status) + "<h2>Internal errors</h2>" + (
         table(["where", "count"], ([esc(k), esc(v)] for k, v in sorted(errors.items())),
               numeric=(1,))
         if errors

@@ -11,12 +11,12 @@ from typing import Any
 from autoprof.admin import pages
 from autoprof.admin.guard import Verdict
 from autoprof.admin.http import AdminRequest, AdminResponse, security_headers
+from autoprof.admin.source import Listed
 from autoprof.capture.files import fired_of
-from autoprof.store import CaptureInfo
 
 
 def summary(
-    request: AdminRequest, info: CaptureInfo, manifest: dict[str, Any] | None
+    request: AdminRequest, info: Listed, manifest: dict[str, Any] | None
 ) -> dict[str, Any]:
     manifest = manifest or {}
     trigger = pages.mapping(manifest.get("trigger"))

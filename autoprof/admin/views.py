@@ -11,7 +11,9 @@ Routes below the prefix::
     GET  /captures/{id}          one capture: its manifest, links to its files
     GET  /captures/{id}/{name}   a file (pyinstrument HTML runs sandboxed); ?download=1
     GET  /status                 live metrics, rules, cooldowns, errors, SVG timeline
-    POST /trigger                open a capture now (409 while one is open or cooling down)
+    GET  /metrics                autoprof's Prometheus metrics (text exposition format)
+    POST /trigger                open a capture now in every worker (409 while one is open
+                                 here or cooling down); ?wait=S: wait for the workers' answers
     GET  /login, POST /login     token form, sets the session cookie; POST /logout
 """
 
@@ -21,23 +23,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from autoprof.admin import files, pages
-from autoprof.admin.guard import (
-    COOKIE_NAME,
-    SESSION_TTL,
-    Guard,
-    Verdict,
-    cross_site,
-    same_origin,
-)
-from autoprof.admin.http import (
-    DUMP_FILE_CSP,
-    DUMP_HTML_CSP,
-    AdminRequest,
-    AdminResponse,
-    admin_sub_path,
-    security_headers,
-)
+from autoprof.admin import browse, pages, workers
+from autoprof.admin.guard import Guard, Verdict, same_origin
+from autoprof.admin.http import AdminRequest, AdminResponse, admin_sub_path
 from autoprof.admin.responses import (
     conflict,
     error,
@@ -45,9 +33,9 @@ from autoprof.admin.responses import (
     json_response,
     not_allowed,
     redirect,
-    summary,
     unauthorized,
 )
+from autoprof.admin.source import StoreSource
 from autoprof.admin.timeline import Mark, timeline_svg
 
 if TYPE_CHECKING:
@@ -78,6 +66,7 @@ class AdminApp:
         self._routes: list[tuple[int, str | None, tuple[str, ...], View]] = [
             (0, None, ("GET",), self.index),
             (1, "status", ("GET",), self.status),
+            (1, "metrics", ("GET",), self.metrics),
             (1, "trigger", ("POST",), self.trigger),
             (2, "captures", ("GET",), self.capture),
             (3, "captures", ("GET",), self.file),
@@ -143,54 +132,25 @@ class AdminApp:
         return error(request, 503, f"The dump directory was refused: "
                                          f"{self.autoprof.store_refused}.")
 
-    def index(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
+    def _source(self) -> StoreSource | None:
         store = self.autoprof.dump_store()
-        if store is None:
-            return self._refused(request)
-        rows = [summary(request, info, files.manifest_of(info)) for info in store.captures()]
-        usage = store.usage()
-        if request.wants_json():
-            return json_response(200, {"captures": rows, "bytes": usage[0], "count": len(rows)})
-        return html(200, pages.index_page(request.base, rows, usage))
+        return None if store is None else StoreSource(store)
+
+    def index(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
+        source = self._source()
+        return self._refused(request) if source is None else browse.index(request, source)
 
     def capture(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
-        store = self.autoprof.dump_store()
-        if store is None:
+        source = self._source()
+        if source is None:
             return self._refused(request)
-        info = store.get(parts[1])
-        if info is None:
-            return error(request, 404, "No such capture.")
-        manifest = files.manifest_of(info) or {}
-        found = summary(request, info, manifest)
-        if request.wants_json():
-            return json_response(200, {**found, "manifest": manifest})
-        return html(200, pages.capture_page(request.base, found, manifest))
+        return browse.capture(request, source, parts[1])
 
     def file(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
-        store = self.autoprof.dump_store()
-        if store is None:
+        source = self._source()
+        if source is None:
             return self._refused(request)
-        try:
-            found = files.read_listed(store, parts[1], parts[2])
-        except files.TooLarge:
-            return error(request, 413, "This file is too large to serve here; copy it "
-                                             "from the dump directory.")
-        if found is None:
-            return error(request, 404, "No such file.")
-        name, data = found
-        if "download" in request.query:
-            headers = [
-                *security_headers(DUMP_FILE_CSP),
-                ("Content-Type", files.content_type(name)),
-                ("Content-Disposition", f'attachment; filename="{name}"'),
-            ]
-            return AdminResponse(200, headers, data)
-        csp = DUMP_FILE_CSP
-        if name.endswith(".html"):
-            csp, data = DUMP_HTML_CSP, files.with_storage_shim(data)
-        headers = [*security_headers(csp), ("Content-Type", files.content_type(name)),
-                   ("Content-Disposition", f'inline; filename="{name}"')]
-        return AdminResponse(200, headers, data)
+        return browse.file(request, source, parts[1], parts[2])
 
     def status(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
         ap = self.autoprof
@@ -206,17 +166,29 @@ class AdminApp:
         if open_capture is not None:
             trig = open_capture.trigger
             marks.append(Mark(trig.time, trig.metric, f"{open_capture.id} (open)"))
+        fleet = workers.fleet_status(ap)
         if request.wants_json():
             return json_response(200, {
                 **state.as_dict(),
                 "history_shown": len(history),
                 "history": [s._asdict() for s in history],
                 "triggers": [m._asdict() for m in marks],
+                **fleet,
             })
         thresholds = {m: r.threshold for m, r in state.rules.items()}
         svg = timeline_svg(history, marks, thresholds)
         usage = store.usage() if store is not None else (0, 0)
-        return html(200, pages.status_page(request.base, state, len(history), svg, usage))
+        section = workers.workers_section(fleet, enabled=ap.settings.fleet)
+        return html(200, pages.status_page(request.base, state, len(history), svg, usage, section))
+
+    def metrics(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
+        from autoprof.config import ConfigError
+
+        try:
+            from autoprof.prometheus import admin_response  # the [prometheus] extra, on use
+        except ConfigError as exc:
+            return error(request, 404, str(exc))
+        return admin_response(self.autoprof)
 
     def trigger(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
         if verdict.via != "bearer" and not same_origin(request):
@@ -225,7 +197,8 @@ class AdminApp:
         ap = self.autoprof
         with self._trigger_lock:
             open_capture = ap.capture
-            wait = ap.manual_cooldown_remaining()
+            wait = max(ap.manual_cooldown_remaining(),
+                       ap.fleet.cooldown_remaining(ap.settings.cooldown))
             if open_capture is not None:
                 return conflict(request, f"Capture {open_capture.id} is open.", None)
             if wait > 0:
@@ -239,40 +212,13 @@ class AdminApp:
             return error(request, 503, "Could not open a capture; see the status page.")
         if verdict.via == "bearer" or request.wants_json():
             body = {"capture": capture.id, "state": "open", "requests": ap.settings.requests,
-                    "timeout": ap.settings.capture_timeout, "url": f"{request.base}/status"}
+                    "timeout": ap.settings.capture_timeout, "url": f"{request.base}/status",
+                    "workers": workers.trigger_reach(ap, request)}
             return json_response(202, body)
         return redirect(f"{request.base}/status")
 
     def login(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
-        guard = self.guard
-        if request.method != "POST":
-            if not guard.has_token:
-                return error(request, 404, "There is no login: this admin route is "
-                                                 "guarded by the app's authorize function.")
-            return html(200, pages.login_page(request.base, None, has_token=True))
-        if not guard.has_token:
-            return error(request, 404, "There is no login here.")
-        # Login is refused only to a request a browser marks as cross-site: logging in needs
-        # the token, and an older browser's same-origin post may carry neither header.
-        if cross_site(request):
-            return error(request, 403, "Cross-site login refused.", nav=False)
-        result = guard.attempt(request.client, request.form.get("token", ""))
-        if not result.ok:
-            return unauthorized(request, result, has_token=guard.has_token)
-        cookie = (
-            f"{COOKIE_NAME}={guard.new_session()}; Path={request.base}; Max-Age={SESSION_TTL}; "
-            f"HttpOnly; SameSite=Strict{'; Secure' if request.secure else ''}"
-        )
-        response = redirect(f"{request.base}/")
-        response.headers.append(("Set-Cookie", cookie))
-        return response
+        return browse.login(request, self.guard)
 
     def logout(self, request: AdminRequest, verdict: Verdict, parts: list[str]) -> AdminResponse:
-        if not same_origin(request):
-            return error(request, 403, "Cross-site request refused.")
-        response = redirect(f"{request.base}/login")
-        response.headers.append(
-            ("Set-Cookie", f"{COOKIE_NAME}=; Path={request.base}; Max-Age=0; HttpOnly; "
-                           "SameSite=Strict")
-        )
-        return response
+        return browse.logout(request)

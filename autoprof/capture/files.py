@@ -18,7 +18,7 @@ EVIDENCE_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 """The process-wide evidence, in order: (label, the file kinds it holds)."""
 
 FORMAT_NAMES = {"html": "HTML", "speedscope.json": "speedscope", "txt": "text",
-                "json": "JSON"}
+                "json": "JSON", "pb.gz": "pprof"}
 
 
 class EvidenceFiles(NamedTuple):

@@ -80,6 +80,10 @@ class RequestRecord:
     cpu_s: float | None = None
     error: str | None = None
     thread: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    trace_source: Literal["opentelemetry", "traceparent"] | None = None
+    request_id: str | None = None
     files: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 

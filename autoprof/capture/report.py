@@ -80,11 +80,12 @@ class ReportWriter:
         rendered: list[tuple[str, bytes]] = []
         for fmt in self.host.settings.profile_formats:
             try:
-                text = render_session(session, fmt)
+                out = render_session(session, fmt)
             except Exception as exc:
                 self.host.problem(f"render.{fmt}", exc, record)
                 continue
-            rendered.append((fmt, text.encode("utf-8", "backslashreplace")))
+            data = out if isinstance(out, bytes) else out.encode("utf-8", "backslashreplace")
+            rendered.append((fmt, data))
         try:
             names = self.writer.write_many([(kind, extension(f), data) for f, data in rendered])
         except Exception:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from pyinstrument import Profiler
 from pyinstrument.stack_sampler import AsyncState, active_profiler_context_var
 
+from autoprof import tracing
 from autoprof.capture.model import AsyncMode, RequestRecord, safe_text
 from autoprof.config import Settings
 from autoprof.errors import ErrorLog
@@ -166,6 +167,48 @@ class ProfiledRequest:
             self.capture.request_finished(record, session)
         except Exception as exc:
             self.capture.errors.record("capture.finish", exc)
+
+    def correlate(self, traceparent: str | bytes | None, request_id: str | bytes | None) -> None:
+        """Note this request's trace and request id from its raw ``traceparent`` and
+        ``X-Request-ID`` headers, or from the app's recording OpenTelemetry span, which then
+        names the capture (:mod:`autoprof.tracing`). Call before :meth:`start`; never raises."""
+        record = self.record
+        try:
+            ids = tracing.parse_traceparent(traceparent)
+            if ids is not None:
+                record.trace_id, record.span_id = ids
+                record.trace_source = "traceparent"
+            record.request_id = tracing.clean_request_id(
+                request_id, self.capture.settings.redact, self.capture.errors
+            )
+            self._adopt_span()
+        except Exception as exc:
+            self.capture.problem("trace", exc, record)
+
+    def responding(self) -> str | None:
+        """The response starts (the adapter calls, on the profiled path only): a span the app
+        started inside the middleware is current now, if :meth:`correlate` found none. Returns
+        the ``Server-Timing`` value to add when the ``server_timing`` option is on, else None.
+        Never raises."""
+        if self.record.trace_source != "opentelemetry":
+            try:
+                self._adopt_span()
+            except Exception as exc:
+                self.capture.problem("trace", exc, self.record)
+        if self.capture.settings.server_timing:
+            return tracing.server_timing(self.capture.id)
+        return None
+
+    def _adopt_span(self) -> None:
+        span = tracing.recording_span()
+        ids = tracing.span_ids(span) if span is not None else None
+        if span is None or ids is None:
+            return
+        record = self.record
+        record.trace_id, record.span_id = ids
+        record.trace_source = "opentelemetry"
+        span.set_attribute(tracing.CAPTURE_ID_ATTRIBUTE, self.capture.id)
+        span.set_attribute(tracing.REQUEST_INDEX_ATTRIBUTE, record.index)
 
     def abandon(self) -> None:
         """The capture closed before this request finished: its profiler stops now if this is

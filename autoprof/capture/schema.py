@@ -74,7 +74,16 @@ REQUEST: Fields = {
                              "event loop's thread runs every request at once"),
     "error": ([_STR, _NULL], "the exception that escaped the app, by class name"),
     "thread": ([_STR, _NULL], "the thread that took it"),
-    "files": (_OBJ, "its profile: format (html, speedscope, text) -> file name"),
+    "trace_id": ([_STR, _NULL], "its trace: 32 lowercase hex digits (see `trace_source`)"),
+    "span_id": ([_STR, _NULL], "16 lowercase hex digits: its OpenTelemetry span, or the "
+                               "caller's span its traceparent header named"),
+    "trace_source": ({"enum": ["opentelemetry", "traceparent", None]},
+                     "where the ids come from: the app's recording OpenTelemetry span (which "
+                     "got the attribute autoprof.capture_id), the W3C traceparent header, or "
+                     "null: neither"),
+    "request_id": ([_STR, _NULL], "its X-Request-ID header: printable ASCII, at most 128 "
+                                  "characters, through the redact option"),
+    "files": (_OBJ, "its profile: format (html, speedscope, text, pprof) -> file name"),
     "problems": ({"type": _ARR, "items": {"type": _STR}}, "autoprof's own failures with it"),
 }
 
@@ -113,7 +122,8 @@ MANIFEST_FIELDS: Fields = {
     "settings": (_OBJ, "the settings that shaped it: requests, capture_timeout (s), "
                        "collect_interval (s), window (samples), profiler_interval (s), rules"),
     "profiles": (_OBJ, "process-wide profiles: kind (all-threads, before-trigger, "
-                       "loop-blocked) -> {files: format -> file name}"),
+                       "loop-blocked) -> {files: format (html, speedscope, text, pprof: "
+                       "{id}_{kind}.pb.gz) -> file name}"),
     "skipped_files": (_ARR, "files left out (over the size budget)"),
     "skipped": (_ARR, "the same, as the store recorded them"),
     "files": ({"type": _ARR, "items": {"type": _STR}}, "every file of the capture"),

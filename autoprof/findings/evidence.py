@@ -229,7 +229,9 @@ def request_summary(record: Any) -> RequestSummary:
     return RequestSummary(
         method=str(r.get("method", "")), path=str(r.get("path", "")), route=r.get("route"),
         status=r.get("status"), duration_s=r.get("duration_s"), cpu_s=r.get("cpu_s"),
-        error=r.get("error"),
+        error=r.get("error"), index=r.get("index"), trace_id=r.get("trace_id"),
+        span_id=r.get("span_id"), trace_source=r.get("trace_source"),
+        request_id=r.get("request_id"),
     )
 
 

@@ -9,6 +9,8 @@ ITEMS_PER_SECTION = 3
 #: A suspect's line (before its ``[evidence]`` tag) is kept to this many characters by
 #: shortening its trailing detail only.
 SUSPECT_WIDTH = 150
+#: The summary lists the traces of at most this many profiled requests.
+MAX_TRACE_LINES = 20
 
 
 @dataclass
@@ -164,6 +166,22 @@ class RequestSummary:
     duration_s: float | None
     cpu_s: float | None
     error: str | None
+    index: int | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    trace_source: str | None = None
+    request_id: str | None = None
+
+    def trace_line(self) -> str | None:
+        """Its trace and request id on one line, or None if it named neither."""
+        parts = []
+        if self.trace_id is not None:
+            parts.append(f"trace {self.trace_id} span {self.span_id} ({self.trace_source})")
+        if self.request_id is not None:
+            parts.append(f"request id {self.request_id}")
+        number = "" if self.index is None else f" {self.index}"
+        head = f"  request{number} {self.method} {self.route or self.path}: "
+        return head + ", ".join(parts) if parts else None
 
 
 @dataclass
@@ -245,6 +263,11 @@ class FindingsResult:
             out.append(f"  {len(items)}x {method} {route} -> {status}{took}{raised}")
         if len(groups) > ITEMS_PER_SECTION:
             out.append(f"  ... and {len(groups) - ITEMS_PER_SECTION} more routes")
+        traces = [line for r in self.requests if (line := r.trace_line()) is not None]
+        if traces:
+            out += ["", "Traces of the profiled requests:", *traces[:MAX_TRACE_LINES]]
+            if len(traces) > MAX_TRACE_LINES:
+                out.append(f"  ... and {len(traces) - MAX_TRACE_LINES} more (see the manifest)")
         return out
 
     def _render_profiles(self) -> list[str]:

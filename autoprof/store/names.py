@@ -10,13 +10,15 @@ import re
 import secrets
 from datetime import datetime, timezone
 
-EXTENSIONS = frozenset({"html", "json", "txt", "speedscope.json"})
+EXTENSIONS = frozenset({"html", "json", "txt", "speedscope.json", "pb.gz"})
 """The file extensions a capture file may have."""
 
 MANIFEST_KIND = "manifest"
 STAGING = ".staging-"
 TRASH = ".trash-"
 LOCK = ".lock"
+PENDING_UPLOADS = ".uploads"
+"""The folder of the markers of captures a sink has not received yet (:mod:`autoprof.sink`)."""
 
 ID_RE = re.compile(
     r"(?P<ts>\d{8}T\d{6}\.\d{3}Z)-p(?P<pid>\d{1,10})"

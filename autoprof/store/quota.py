@@ -16,7 +16,7 @@ from typing import Protocol
 
 import autoprof.store.fs as fs
 from autoprof.store.listing import CaptureInfo, Listing
-from autoprof.store.names import LOCK, STAGING, TRASH, positive_int
+from autoprof.store.names import LOCK, PENDING_UPLOADS, STAGING, TRASH, positive_int
 
 STALE_AFTER = 3600.0
 """Seconds after which a leftover staging or trash directory is removed at commit."""
@@ -98,14 +98,25 @@ class Quota:
         for path in stale:
             fs.remove_tree(path)
 
+    def _waiting_uploads(self) -> set[str]:
+        try:
+            return set(os.listdir(os.path.join(self.directory, PENDING_UPLOADS)))
+        except OSError:
+            return set()
+
     def _make_room(self, new_bytes: int, *, new_capture: bool, capture: StagedCapture) -> bool:
         """Under the lock: delete the oldest captures until ``new_bytes`` more fit the byte cap
         (and, for a capture about to appear, one more fits the count cap).
 
         Every file system call lets the GIL go, and getting it back can take a switch interval
         (5 ms) while the app burns CPU: what is known (complete captures, read once; the bytes
-        ``capture`` wrote) is not read again."""
+        ``capture`` wrote) is not read again. Captures a sink has not received yet go last."""
         existing = self.listing.captures()
+        waiting = self._waiting_uploads()
+        if waiting:  # popped from the end: the others first, oldest first, then these
+            existing = [c for c in existing if c.id in waiting] + [
+                c for c in existing if c.id not in waiting
+            ]
         known = {c.id for c in existing} | {capture.staging.name}
         # Other writers' staging directories, trash and the lock file count too.
         other = fs.tree_bytes(str(self.directory), skip=known)

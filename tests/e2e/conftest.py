@@ -58,6 +58,9 @@ APPS: dict[str, tuple[str, str]] = {
     "flask-gaps": ("tests/e2e/apps/flask_gaps.py", "tests.e2e.apps.flask_gaps:app"),
     # memory on a host without a limit: a leak, a transient (tests/e2e/test_memory_e2e.py)
     "fastapi-memory": ("tests/e2e/apps/fastapi_memory.py", "tests.e2e.apps.fastapi_memory:app"),
+    # the examples with autoprof's Prometheus metrics on /metrics (tests/e2e/test_prometheus_e2e)
+    "fastapi-prometheus": ("examples/fastapi_app/app.py", "tests.e2e.apps.fastapi_prometheus:app"),
+    "flask-prometheus": ("examples/flask_app/app.py", "tests.e2e.apps.flask_prometheus:app"),
 }
 
 

@@ -1,0 +1,7 @@
+"""``python -m autoprof.cli``."""
+
+import sys
+
+from autoprof.cli.app import main
+
+sys.exit(main())
