@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -421,7 +422,19 @@ def run() -> int:
         server.stop()
     print(f"done. The captures stay in {dump_dir}; open the .html files in a browser, or load")
     print("the .speedscope.json files into https://www.speedscope.app.")
+    print_cli_commands(dump_dir)
     return 0
+
+
+def print_cli_commands(dump_dir: Path) -> None:
+    """The ``autoprof`` commands to try next on what the demo wrote."""
+    script = Path(sys.executable).with_name("autoprof")
+    command = shlex.quote(str(script)) if script.exists() else "autoprof"
+    where = shlex.quote(str(dump_dir))
+    print("\ntry the autoprof command on them:")
+    print(f"  {command} ls {where}")
+    print(f"  {command} show latest -s {where}")
+    print(f"  {command} serve {where}    # the capture pages on http://127.0.0.1:8321")
 
 
 def main() -> None:

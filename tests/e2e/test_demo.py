@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,14 @@ def test_the_demo_writes_its_three_captures_and_shows_them(tmp_path: Path) -> No
     assert "fetch_report_synchronously" in result.stdout
     assert "bytearray(mb * 2**20)" in result.stdout
     assert "burn_cpu" in result.stdout
+    # The commands it suggests work as printed, on what it wrote.
+    suggested = re.findall(r"^  (\S+ (?:ls|show) .+)$", result.stdout, re.M)
+    assert len(suggested) == 2, output
+    listed = subprocess.run(shlex.split(suggested[0]), capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert all(m.parent.name in listed.stdout for m in manifests), listed.stdout
+    shown = subprocess.run(shlex.split(suggested[1]), capture_output=True, text=True,
+                           timeout=60, env=env)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "Why:" in shown.stdout, shown.stdout
