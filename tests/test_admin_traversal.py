@@ -24,6 +24,7 @@ import pytest
 from werkzeug.test import EnvironBuilder
 
 from autoprof import AutoProf, AutoProfMiddleware, AutoProfWSGIMiddleware, CaptureInfo
+from tests.test_admin_paths import call_asgi
 from tests.test_admin_views import TOKEN, flask_app, plain_wsgi, starlette_app, write_capture
 
 PREFIX = "/_autoprof"
@@ -175,18 +176,8 @@ def asgi_get(app: Any, targets: Iterable[str]) -> list[tuple[int, bytes]]:
             "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {TOKEN}".encode())],
             "client": ("10.0.0.7", 50000), "server": ("testserver", 80),
         }
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await app(scope, receive, send)
-        status = next(m["status"] for m in sent if m["type"] == "http.response.start")
-        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-        return status, body
+        answer = await call_asgi(app, scope)
+        return answer.status, answer.body
 
     async def run() -> list[tuple[int, bytes]]:
         return [await one(t) for t in targets]
