@@ -191,7 +191,7 @@ class _WSGIRequest(Request):
             if close is not None:
                 close()
         finally:
-            # The log keeps the request until the monitor drains it, not the server's objects.
+            # Released at once (a server may keep this object); a late start_response fails.
             self.iterable = ()
             self.start_response = _closed
             self.finish()

@@ -83,25 +83,16 @@ class AutoProfMiddleware:
         ap = self.autoprof
         if not ap.running:
             ap.ensure_started()
-        meta = request.META
-        tracked = Request(ap.tracker, meta, self.routes, ap.requests)
+        tracked = Request(ap.tracker, request.META, self.routes, ap.requests)
         try:
             capture = ap.capture
-            if capture is not None and capture.window.taking:
-                method, path = DJANGO_ROUTES.request_line(meta)
-                tracked.handle = ap.claim(method, path)
-                if tracked.handle is not None:
-                    return self._profiled(request, tracked)
+            if capture is not None and capture.window.taking and _claim(ap, tracked):
+                return self._profiled(request, tracked)
             response = self.get_response(request)
         except BaseException:
             tracked.finish()
             raise
-        tracked.status = response.status_code
-        meta[MATCH_KEY] = request.resolver_match
-        if response.streaming:
-            return _finish_on_close(response, tracked.finish)
-        tracked.finish()
-        return response
+        return _finished(request, tracked, response)
 
     def _profiled(self, request: Any, tracked: Request) -> Any:
         handle = tracked.handle
@@ -139,25 +130,16 @@ class AsyncAutoProfMiddleware(AutoProfMiddleware):
         ap = self.autoprof
         if not ap.running or not ap.loop_watched:
             self._start()
-        meta = request.META
-        tracked = Request(ap.tracker, meta, self.routes, ap.requests)
+        tracked = Request(ap.tracker, request.META, self.routes, ap.requests)
         try:
             capture = ap.capture
-            if capture is not None and capture.window.taking:
-                method, path = DJANGO_ROUTES.request_line(meta)
-                tracked.handle = ap.claim(method, path)
-                if tracked.handle is not None:
-                    return await self._profiled_async(request, tracked)
+            if capture is not None and capture.window.taking and _claim(ap, tracked):
+                return await self._profiled_async(request, tracked)
             response = await self.get_response(request)
         except BaseException:
             tracked.finish()
             raise
-        tracked.status = response.status_code
-        meta[MATCH_KEY] = request.resolver_match
-        if response.streaming:
-            return _finish_on_close(response, tracked.finish)
-        tracked.finish()
-        return response
+        return _finished(request, tracked, response)
 
     def _start(self) -> None:
         ap = self.autoprof
@@ -205,6 +187,23 @@ def _profiled_response(request: Any, tracked: Request, response: Any) -> Any:
     if response.streaming:
         return _finish_on_close(response, done)
     done()
+    return response
+
+
+def _claim(ap: AutoProf, tracked: Request) -> bool:
+    """Whether the open capture takes this request (its handle is then ``tracked.handle``)."""
+    tracked.handle = ap.claim(*DJANGO_ROUTES.request_line(tracked.native))
+    return tracked.handle is not None
+
+
+def _finished(request: Any, tracked: Request, response: Any) -> Any:
+    """Note an unprofiled request's response; it finishes now, or once a streamed body is
+    closed."""
+    tracked.status = response.status_code
+    request.META[MATCH_KEY] = request.resolver_match
+    if response.streaming:
+        return _finish_on_close(response, tracked.finish)
+    tracked.finish()
     return response
 
 
