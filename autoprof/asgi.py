@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any
+from threading import get_ident
+from time import perf_counter_ns
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from anyio import CapacityLimiter
@@ -17,6 +19,9 @@ from autoprof.lifecycle import Request
 from autoprof.routes import ASGI_ROUTES
 from autoprof.secret import hide_secrets
 from autoprof.tracing import scan_headers
+
+if TYPE_CHECKING:
+    from autoprof.capture import ProfiledRequest
 
 CLIENT_GONE = 499
 """Status recorded for a request cancelled before it answered (not an error of the app)."""
@@ -73,31 +78,48 @@ class AutoProfMiddleware:
         ap = self.autoprof
         if not ap.running or not ap.loop_watched:
             self._start()
+        capture = ap.capture
+        if capture is not None and capture.window.taking:
+            handle = ap.claim(scope["method"], scope["path"])
+            if handle is not None:
+                await self._profiled(handle, scope, receive, send)
+                return
+        # The idle path, inlined: a closure and a tuple cost less than any object, and every
+        # Python call here is paid by every request (see README, "Where the time goes").
         log = ap.requests
-        request = _ASGIRequest(ap.tracker, scope, ASGI_ROUTES, log)
+        inflight = ap.inflight
+        status: int = 0
+
+        def noting(message: Message) -> Awaitable[None]:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            return send(message)
+
+        started = perf_counter_ns()
+        inflight[noting] = (started, get_ident(), scope, ASGI_ROUTES)
         try:
-            capture = ap.capture
-            if capture is not None and capture.window.taking:
-                request.handle = ap.claim(scope["method"], scope["path"])
-            if request.handle is not None:
-                await self._profiled(request, scope, receive, send)
-            elif log is None:
-                await self.app(scope, receive, send)
-            else:
-                request.send = send
-                try:
-                    await self.app(scope, receive, request.send_noting_status)
-                finally:
-                    request.send = _sent  # the log keeps the request, not the server's send
+            await self.app(scope, receive, send if log is None else noting)
         except Exception as exc:
-            request.failed(exc)
+            if log is not None:
+                log.record_exception(scope["method"], scope["path"], exc)
             raise
         except BaseException:
-            if not request.status:
-                request.status = CLIENT_GONE
+            if not status:
+                status = CLIENT_GONE
             raise
         finally:
-            request.finish()
+            inflight.pop(noting, None)
+            if log is not None:
+                log.events.append((
+                    ASGI_ROUTES,
+                    scope["method"],
+                    scope["path"],
+                    scope.get("route"),
+                    scope.get("root_path"),
+                    (perf_counter_ns() - started) * 1e-9,
+                    status,
+                ))
 
     def _start(self) -> None:
         ap = self.autoprof
@@ -108,26 +130,38 @@ class AutoProfMiddleware:
             ap.loop_watched = True
 
     async def _profiled(
-        self, request: _ASGIRequest, scope: Scope, receive: Receive, send: Send
+        self, handle: ProfiledRequest, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        handle = request.handle
-        assert handle is not None
-        error: type[BaseException] | None = None
-        handle.correlate(*scan_headers(scope.get("headers") or ()))
-        # follow_threads: a sync endpoint runs in anyio's threadpool, out of this profiler's
-        # sight; the capture's sampler puts that thread's stacks into this profile.
-        handle.start(async_mode="enabled", measure_cpu=False, follow_threads=True)
+        ap = self.autoprof
+        request = _ASGIRequest(ap.tracker, scope, ASGI_ROUTES, ap.requests)
+        request.handle = handle
         request.send = send
+        error: type[BaseException] | None = None
         try:
-            await self.app(scope, receive, request.send_profiled)
-        except BaseException as exc:
-            error = type(exc)
-            if not request.status and isinstance(exc, Exception):
-                handle.status = 500  # what the server (or Starlette's outer middleware) sends
+            handle.correlate(*scan_headers(scope.get("headers") or ()))
+            # follow_threads: a sync endpoint runs in anyio's threadpool, out of this
+            # profiler's sight; the capture's sampler puts that thread's stacks into this
+            # profile.
+            handle.start(async_mode="enabled", measure_cpu=False, follow_threads=True)
+            try:
+                await self.app(scope, receive, request.send_profiled)
+            except BaseException as exc:
+                error = type(exc)
+                if not request.status and isinstance(exc, Exception):
+                    handle.status = 500  # what the server (or Starlette's outer middleware) sends
+                raise
+            finally:
+                request.send = _sent  # the log keeps the request, not the server's send
+                request.end_profile(error)
+        except Exception as exc:
+            request.failed(exc)
+            raise
+        except BaseException:
+            if not request.status:
+                request.status = CLIENT_GONE
             raise
         finally:
-            request.send = _sent
-            request.end_profile(error)
+            request.finish()
 
     async def _serve_admin(
         self, admin: AdminApp, sub_path: str, scope: Scope, receive: Receive, send: Send
@@ -190,12 +224,6 @@ class _ASGIRequest(Request):
     __slots__ = ("send",)
 
     send: Send
-
-    def send_noting_status(self, message: Message) -> Awaitable[None]:
-        # Returns send's awaitable rather than awaiting it: no coroutine of its own.
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-        return self.send(message)
 
     def send_profiled(self, message: Message) -> Awaitable[None]:
         """The send of a profiled request: also tells its handle the response starts, and

@@ -1,14 +1,19 @@
 """The request lifecycle every adapter shares: requests in flight and what they leave behind.
 
-An adapter only translates its protocol. For each request it creates a :class:`Request` (from
-then on in flight) and hands the app a send or start_response that notes the status in
-``request.status``. When the open capture wants the request, the adapter keeps its profiling
-handle as ``request.handle`` and calls :meth:`Request.end_profile` once the request is done. It
-reports an exception that escaped the app with :meth:`Request.failed`, and calls
-:meth:`Request.finish` when the response is over: the request leaves the in-flight set and,
-when the request rules are on, leaves a :class:`~autoprof.traffic.RequestEvent` (a plain tuple)
-in the :class:`~autoprof.traffic.RequestLog`. What the route of a request is, each framework tells
-through its :class:`~autoprof.routes.RouteResolver`.
+An adapter only translates its protocol. For each request it registers an :data:`InFlight`
+entry in the :class:`RequestTracker` (from then on in flight) and hands the app a send or
+start_response that notes the status. When the open capture wants the request, the adapter
+keeps its profiling handle as ``request.handle`` and calls :meth:`Request.end_profile` once the
+request is done. It reports an exception that escaped the app with :meth:`Request.failed`, and
+calls :meth:`Request.finish` when the response is over: the request leaves the in-flight set
+and, when the request rules are on, leaves a :class:`~autoprof.traffic.RequestEvent` (a plain
+tuple) in the :class:`~autoprof.traffic.RequestLog`. What the route of a request is, each
+framework tells through its :class:`~autoprof.routes.RouteResolver`.
+
+:class:`Request` does all of that for the WSGI and Django adapters and for every profiled
+request. The ASGI middleware's unprofiled path does the same with a closure and two tuples,
+inline: there every Python call is paid by every request of the fastest apps autoprof watches
+(README, "What it costs").
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ if TYPE_CHECKING:
     from autoprof.capture import ProfiledRequest
     from autoprof.routes import RouteResolver
 
-__all__ = ["Request", "RequestEvent", "RequestTracker", "status_code"]
+__all__ = ["InFlight", "Request", "RequestEvent", "RequestTracker", "status_code"]
+
+
+InFlight = tuple[int, int, Any, "RouteResolver"]
+"""A request in flight, as :attr:`RequestTracker.inflight` holds it: when it started
+(``perf_counter_ns``), the ``get_ident()`` of the thread that took it, the server's own object
+(the ASGI scope, the WSGI environ) and its :class:`~autoprof.routes.RouteResolver`."""
 
 
 class RequestTracker:
@@ -32,8 +43,9 @@ class RequestTracker:
     list of what was running at the trigger."""
 
     def __init__(self) -> None:
-        #: Each :class:`Request` in flight (as key and value).
-        self.inflight: dict[Request, Request] = {}
+        #: Each request in flight: an object unique to the request (its :class:`Request`, the
+        #: ASGI middleware's send) and what it is (:data:`InFlight`).
+        self.inflight: dict[object, InFlight] = {}
 
     def __len__(self) -> int:
         return len(self.inflight)
@@ -47,14 +59,10 @@ class RequestTracker:
         it: its stack is in the capture's thread dump)."""
         now = perf_counter_ns()
         names = {t.ident: t.name for t in threading.enumerate()}
-        # Read once each: a request finishing meanwhile drops its native object and times.
-        requests = list(self.inflight.values())
-        running = [(r.started, r.thread, r.native, r.resolver) for r in requests]
+        running = list(self.inflight.values())
         running.sort(key=lambda r: r[0])
         found = []
         for started, thread, native, resolver in running:
-            if native is None or not started:
-                continue
             try:
                 method, path = resolver.request_line(native)
                 route = resolver.routed(native)
@@ -101,10 +109,10 @@ class Request:
         self.log = log
         self.status = 0
         self.handle: ProfiledRequest | None = None
-        self.thread = get_ident()
-        self.started = perf_counter_ns()
+        self.thread = thread = get_ident()
+        self.started = started = perf_counter_ns()
         self.inflight = inflight = tracker.inflight
-        inflight[self] = self
+        inflight[self] = (started, thread, native, resolver)
 
     def failed(self, exc: BaseException) -> None:
         """An exception escaped the app: kept (rate limited) for the error-rate rule."""

@@ -77,6 +77,9 @@ class Params:
     inproc_max_batch: int
     # 2. over HTTP
     http_rounds: int
+    http_blocks: int
+    """Fresh server processes this many times: a process's speed differs from another's by
+    a few percent (memory layout), a bias only new processes average out."""
     http_seconds: float
     http_warmup_seconds: float
     http_concurrency: int
@@ -101,7 +104,8 @@ FULL = Params(
     inproc_batch_seconds=0.1,
     inproc_min_batch=40,
     inproc_max_batch=20_000,
-    http_rounds=8,
+    http_rounds=12,
+    http_blocks=6,
     http_seconds=2.0,
     http_warmup_seconds=1.0,
     http_concurrency=10,
@@ -123,6 +127,7 @@ QUICK = Params(
     inproc_min_batch=5,
     inproc_max_batch=500,
     http_rounds=1,
+    http_blocks=1,
     http_seconds=0.4,
     http_warmup_seconds=0.2,
     http_concurrency=4,

@@ -209,9 +209,12 @@ def _http_md(section: dict[str, Any]) -> list[str]:
     lines = ["## 2. Over HTTP", ""]
     lines.append(
         f"Load generator: {section['loadgen']}, {section['concurrency']} connections, "
-        f"{section['seconds']:g} s per run, {section['rounds']} interleaved rounds; medians. "
+        f"{section['seconds']:g} s per run, {section['rounds']} interleaved rounds "
+        f"(fresh server processes for every {section['rounds'] // section.get('blocks', 1)}); "
+        "medians. "
         "Server CPU µs/request is the server process tree's CPU time divided by the requests "
-        "it answered (robust to other load on the machine)."
+        "it answered (robust to other load on the machine). "
+        + _http_conditions(section)
     )
     for server in section["servers"]:
         lines += ["", f"**{server['server']}**", ""]
@@ -226,15 +229,31 @@ def _http_md(section: dict[str, Any]) -> list[str]:
                 _f(r["p99_ms"], ".2f"),
                 "—" if is_bare else _f(r["p99_added_ms"], "+.2f"),
                 _f(r["cpu_us"], ".0f"),
-                "—" if is_bare else _f(r["cpu_added_us"], "+.0f"),
+                "—" if is_bare else _f(r["cpu_added_us"], "+.1f"),
                 str(r["errors"]),
+                f"{r['rounds']}" + (f" ({r['excluded']} left out)" if r.get("excluded") else ""),
             ])
         lines += _table(
             ["configuration", "req/s", "throughput vs bare", "p50 ms", "p99 ms",
-             "p99 vs bare ms", "server CPU µs/req", "CPU vs bare µs", "errors"],
+             "p99 vs bare ms", "server CPU µs/req", "CPU vs bare µs", "errors", "rounds"],
             rows,
         )
     return lines
+
+
+def _http_conditions(section: dict[str, Any]) -> str:
+    pinned = section.get("pinned")
+    where = (
+        f"The measured server ran alone on CPU {pinned['server'][0]}, the load generator and "
+        f"the waiting servers on CPU {', '.join(map(str, pinned['load']))}"
+        if pinned else "No CPU pinning (fewer than two CPUs)"
+    )
+    quiet = "without address randomisation" if section.get("quiet") else "with the system's ASLR"
+    return (
+        f"{where}; every server with PYTHONHASHSEED=0, {quiet}. A run of a configuration "
+        "without a capture of its own during which a rule opened one (the CPU rule, when the "
+        "load starts) is left out with the run after it (\"left out\" in the rounds column)."
+    )
 
 
 def _monitor_md(m: dict[str, Any]) -> list[str]:
