@@ -85,7 +85,7 @@ class AutoProfMiddleware:
                 await self._profiled(handle, scope, receive, send)
                 return
         # The idle path, inlined: a closure and a tuple cost less than any object, and every
-        # Python call here is paid by every request (see README, "Where the time goes").
+        # Python call here is paid by every request (README, "What it costs").
         log = ap.requests
         inflight = ap.inflight
         status: int = 0
