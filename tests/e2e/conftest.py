@@ -268,6 +268,15 @@ class Spike:
         return float(self.capture.manifest["trigger"]["time"]) - self.first_request_at
 
 
+def clean_environ(*drop: str) -> dict[str, str]:
+    """This environment without AUTOPROF_* (and the ``drop`` prefixes) and gunicorn settings."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AUTOPROF_", *drop)) and k != "GUNICORN_CMD_ARGS"
+    }
+
+
 class Server:
     """One example app served by a real server process."""
 
@@ -293,6 +302,27 @@ class Server:
         self.client = httpx.Client(base_url=self.base_url, timeout=30.0)
         self._log_file = log_file
         self._children: list[psutil.Process] = []
+
+    @classmethod
+    def spawn(
+        cls,
+        app: str,
+        command: list[str],
+        *,
+        env: Mapping[str, str],
+        port: int,
+        dump_dir: Path,
+        log_path: Path,
+        settings: Mapping[str, str],
+    ) -> Server:
+        """Start ``command`` in its own session, its output to ``log_path`` (not yet ready)."""
+        log_file = open(log_path, "wb")  # noqa: SIM115 -- closed by Server.stop
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=dict(env), stdin=subprocess.DEVNULL, stdout=log_file,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        return cls(app, process=process, port=port, dump_dir=dump_dir, log_path=log_path,
+                   log_file=log_file, settings=settings)
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -457,33 +487,13 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         run_dir = tmp_path / f"{app}-{len(started)}"
         run_dir.mkdir()
         dump_dir = run_dir / "dumps"
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("AUTOPROF_") and k != "GUNICORN_CMD_ARGS"
-        }
+        env = clean_environ()
         env.update(settings, AUTOPROF_DUMP_DIR=str(dump_dir), PYTHONUNBUFFERED="1")
         for attempt in range(3):  # another process may grab the free port before the server
             port = free_port()
-            log_path = run_dir / f"server-{attempt}.log"
-            log_file = open(log_path, "wb")  # noqa: SIM115 -- closed by Server.stop
-            process = subprocess.Popen(
-                server_command(app, port),
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            server = Server(
-                app,
-                process=process,
-                port=port,
-                dump_dir=dump_dir,
-                log_path=log_path,
-                log_file=log_file,
-                settings=settings,
+            server = Server.spawn(
+                app, server_command(app, port), env=env, port=port, dump_dir=dump_dir,
+                log_path=run_dir / f"server-{attempt}.log", settings=settings,
             )
             started.append(server)
             try:

@@ -119,15 +119,9 @@ def app(s3: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterato
         settings[f"AUTOPROF_{rule}_RULE"] = "off"
     env = child_env(s3, **settings, AUTOPROF_DUMP_DIR=str(dump_dir), PYTHONUNBUFFERED="1")
     port = free_port()
-    log_path = run_dir / "server.log"
-    log_file = open(log_path, "wb")  # noqa: SIM115 -- closed by Server.stop
-    process = subprocess.Popen(
-        server_command("fastapi-admin", port), cwd=REPO_ROOT, env=env,
-        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    server = Server("fastapi-admin", process=process, port=port, dump_dir=dump_dir,
-                    log_path=log_path, log_file=log_file, settings=settings)
+    server = Server.spawn("fastapi-admin", server_command("fastapi-admin", port), env=env,
+                          port=port, dump_dir=dump_dir, log_path=run_dir / "server.log",
+                          settings=settings)
     try:
         server.wait_ready()
         yield server

@@ -6,11 +6,9 @@ latency rule of its URL pattern (not its paths), and the admin route, included t
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -47,20 +45,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         AUTOPROF_ADMIN_TOKEN=TOKEN,
         PYTHONUNBUFFERED="1",
     )
-    log_path = run_dir / "server.log"
-    log_file = open(log_path, "wb")  # noqa: SIM115 -- closed by Server.stop
     port = free_port()
-    process = subprocess.Popen(
-        server_command(APP, port),
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    started = Server(APP, process=process, port=port, dump_dir=dump_dir, log_path=log_path,
-                     log_file=log_file, settings=SETTINGS)
+    started = Server.spawn(APP, server_command(APP, port), env=env, port=port,
+                           dump_dir=dump_dir, log_path=run_dir / "server.log", settings=SETTINGS)
     try:
         started.wait_ready(STARTUP_TIMEOUT)
         assert len(started.worker_pids(expected=2)) == 2, started.log_tail()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +19,13 @@ from typing import Any
 import pytest
 
 from autoprof.sink.layout import IndexEntry
-from tests.e2e.conftest import FAST_SETTINGS, REPO_ROOT, Server, free_port, server_command
+from tests.e2e.conftest import (
+    FAST_SETTINGS,
+    Server,
+    clean_environ,
+    free_port,
+    server_command,
+)
 from tests.e2e.s3_server import S3Server
 
 TOKEN = "sink-e2e-token-0123456789abcdef"
@@ -85,18 +89,12 @@ def launched(app: str, run_dir: Path, dump_dir: Path, env: dict[str, str]) -> It
     """The app on a free port with ``dump_dir`` (kept across launches, unlike ``serve``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     settings = {**FAST_SETTINGS, **QUIET, **env}
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith(("AUTOPROF_", "AWS_")) and k != "GUNICORN_CMD_ARGS"}
+    environ = clean_environ("AWS_")
     environ.update(settings, AUTOPROF_DUMP_DIR=str(dump_dir), PYTHONUNBUFFERED="1")
     port = free_port()
-    log_path = run_dir / f"server-{port}.log"
-    log_file = open(log_path, "wb")  # noqa: SIM115 -- closed by Server.stop
-    process = subprocess.Popen(
-        server_command(app, port), cwd=REPO_ROOT, env=environ, stdin=subprocess.DEVNULL,
-        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    server = Server(app, process=process, port=port, dump_dir=dump_dir, log_path=log_path,
-                    log_file=log_file, settings=settings)
+    server = Server.spawn(app, server_command(app, port), env=environ, port=port,
+                          dump_dir=dump_dir, log_path=run_dir / f"server-{port}.log",
+                          settings=settings)
     try:
         server.wait_ready()
         yield server

@@ -11,8 +11,6 @@ spans must name the capture, and only the profiled responses carry ``Server-Timi
 from __future__ import annotations
 
 import importlib.metadata
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,7 +21,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import FAST_SETTINGS, REPO_ROOT, CaptureDir, Server, free_port
+from tests.e2e.conftest import (
+    FAST_SETTINGS,
+    CaptureDir,
+    Server,
+    clean_environ,
+    free_port,
+)
 
 OUTER = "4bf92f3577b34da6a3ce929d0e0e4736"
 PLAIN = "0af7651916cd43dd8448eb211c80319c"
@@ -74,19 +78,13 @@ class Run:
 def start(kind: str, run_dir: Path) -> Server:
     run_dir.mkdir(exist_ok=True)
     dump_dir = run_dir / "dumps"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AUTOPROF_") and k != "GUNICORN_CMD_ARGS"}
+    env = clean_environ()
     env.update(SETTINGS, AUTOPROF_DUMP_DIR=str(dump_dir), PYTHONUNBUFFERED="1")
     port = free_port()
-    log_path = run_dir / "server.log"
-    log_file = open(log_path, "wb")  # noqa: SIM115 -- closed by Server.stop
-    process = subprocess.Popen(
-        [part.format(port=port) for part in COMMANDS[kind]], cwd=REPO_ROOT, env=env,
-        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    server = Server("fastapi" if kind == "asgi" else "flask", process=process, port=port,
-                    dump_dir=dump_dir, log_path=log_path, log_file=log_file, settings=SETTINGS)
+    server = Server.spawn("fastapi" if kind == "asgi" else "flask",
+                          [part.format(port=port) for part in COMMANDS[kind]], env=env,
+                          port=port, dump_dir=dump_dir, log_path=run_dir / "server.log",
+                          settings=SETTINGS)
     try:
         server.wait_ready()
     except BaseException:

@@ -12,7 +12,6 @@ import importlib.metadata
 import os
 import signal
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import FAST_SETTINGS, REPO_ROOT, Server, free_port
+from tests.e2e.conftest import FAST_SETTINGS, Server, clean_environ, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -50,23 +49,17 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
            ) -> Iterator[Server]:
     run_dir = tmp_path_factory.mktemp(f"workers-{request.param}")
     dump_dir = run_dir / "dumps"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AUTOPROF_") and k != "GUNICORN_CMD_ARGS"}
+    env = clean_environ()
     env.update(SETTINGS, AUTOPROF_DUMP_DIR=str(dump_dir), PYTHONUNBUFFERED="1")
     port = free_port()
     options = ["--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}",
                "--graceful-timeout", "5", "--timeout", "60", *FLAVOURS[request.param]]
     if int(importlib.metadata.version("gunicorn").split(".")[0]) >= 27:
         options.append("--no-control-socket")
-    log_path = run_dir / "server.log"
-    log_file = open(log_path, "wb")  # noqa: SIM115 -- closed by Server.stop
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", *options, "tests.e2e.apps.flask_workers:app"],
-        cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-        stderr=subprocess.STDOUT, start_new_session=True,
+    started = Server.spawn(
+        "flask", [sys.executable, "-m", "gunicorn", *options, "tests.e2e.apps.flask_workers:app"],
+        env=env, port=port, dump_dir=dump_dir, log_path=run_dir / "server.log", settings=SETTINGS,
     )
-    started = Server("flask", process=process, port=port, dump_dir=dump_dir,
-                     log_path=log_path, log_file=log_file, settings=SETTINGS)
     try:
         started.wait_ready()
         yield started
