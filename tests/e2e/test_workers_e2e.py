@@ -32,7 +32,9 @@ SETTINGS = {
     **FAST_SETTINGS,
     "AUTOPROF_ADMIN": "true",
     "AUTOPROF_ADMIN_TOKEN": TOKEN,
-    "AUTOPROF_CAPTURE_TIMEOUT": "3",
+    # Long enough that every capture is still open when the test asks for a second one on a
+    # loaded machine (CI once saw all three closed, and a 202); requests close them sooner.
+    "AUTOPROF_CAPTURE_TIMEOUT": "10",
     "AUTOPROF_COOLDOWN": "1",
     # Manual captures only: a rule's capture open in a worker would make it answer "busy".
     **{f"AUTOPROF_{rule}_RULE": "off" for rule in
@@ -118,7 +120,8 @@ def test_one_trigger_opens_a_capture_in_every_worker(server: Server) -> None:
     deadline = time.monotonic() + 20
     captures = []
     while time.monotonic() < deadline:
-        server.client.get("/")  # profiled requests close the captures (or their 3 s deadline)
+        # A connection each, so that the requests reach every worker and close its capture.
+        httpx.get(f"{server.base_url}/", timeout=30)
         captures = [c for c in server.captures()
                     if c.manifest["trigger"]["detail"].get("fleet_trigger") == trigger]
         if len(captures) == WORKERS:
