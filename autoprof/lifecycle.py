@@ -10,10 +10,11 @@ and, when the request rules are on, leaves a :class:`~autoprof.traffic.RequestEv
 tuple) in the :class:`~autoprof.traffic.RequestLog`. What the route of a request is, each
 framework tells through its :class:`~autoprof.routes.RouteResolver`.
 
-:class:`Request` does all of that for the WSGI and Django adapters and for every profiled
-request. The ASGI middleware's unprofiled path does the same with a closure and two tuples,
-inline: there every Python call is paid by every request of the fastest apps autoprof watches
-(README, "What it costs").
+:class:`Request` does all of that for the Django adapter and for every profiled request. The
+unprofiled paths of the ASGI and WSGI middlewares do the same inline, the ASGI one with a
+closure and two tuples, the WSGI one with its response iterable (``autoprof.wsgi._Body``) as
+the in-flight key: there every Python call is paid by every request of the fastest apps
+autoprof watches (README, "What it costs").
 """
 
 from __future__ import annotations

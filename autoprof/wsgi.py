@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from http import HTTPStatus
+from threading import get_ident
+from time import perf_counter_ns
 from typing import IO, TYPE_CHECKING, Any
 
 from autoprof.admin import AdminApp, AdminRequest, AdminResponse
 from autoprof.admin.http import BodyReader, mount_base
 from autoprof.controller import AutoProf
-from autoprof.lifecycle import Request
+from autoprof.lifecycle import InFlight, Request
 from autoprof.routes import ENVIRON_ROUTES, RouteResolver
 from autoprof.secret import hide_secrets
 from autoprof.tracing import SERVER_TIMING
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from autoprof.capture import ProfiledRequest
+    from autoprof.traffic import RequestLog
 
 
 class AutoProfWSGIMiddleware:
@@ -59,26 +64,30 @@ class AutoProfWSGIMiddleware:
         ap = self.autoprof
         if not ap.running:
             ap.ensure_started()
+        capture = ap.capture
+        if capture is not None and capture.window.taking:
+            handle = ap.claim(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
+            if handle is not None:
+                return self._profiled(handle, environ, start_response)
+        # The idle path, written out as the ASGI one is: every Python call here is paid by
+        # every request (README, "What it costs").
         log = ap.requests
-        request = _WSGIRequest(ap.tracker, environ, self.routes, log)
-        request.start_response = start_response
+        body = _Body()
+        body.log = log
+        body.inflight = inflight = ap.inflight
+        body.start_response = start_response
+        body.status = 0
+        inflight[body] = (perf_counter_ns(), get_ident(), environ, self.routes)
         try:
-            capture = ap.capture
-            if capture is not None and capture.window.taking:
-                method = environ.get("REQUEST_METHOD", "GET")
-                request.handle = ap.claim(method, environ.get("PATH_INFO", ""))
-                if request.handle is not None:
-                    return self._profiled(request, environ)
-            request.iterable = self.app(
-                environ, start_response if log is None else request.start_noting_status
-            )
-            return request
+            body.iterable = self.app(environ, start_response if log is None else body.start)
         except BaseException as exc:
-            request.failed(exc)
-            request.iterable = ()
-            request.start_response = _closed
-            request.finish()
+            if log is not None and isinstance(exc, Exception):
+                method, path = self.routes.request_line(environ)
+                log.record_exception(method, path, exc)
+            body.iterable = ()
+            body.close()
             raise
+        return body
 
     def _serve_admin(
         self,
@@ -92,15 +101,26 @@ class AutoProfWSGIMiddleware:
         start_response(_status_line(response), response.headers)
         return [response.body]
 
-    def _profiled(self, request: _WSGIRequest, environ: WSGIEnvironment) -> Iterable[bytes]:
-        handle = request.handle
-        assert handle is not None
-        handle.correlate(environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_X_REQUEST_ID"))
-        handle.start(async_mode="disabled", measure_cpu=True)
+    def _profiled(
+        self, handle: ProfiledRequest, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        ap = self.autoprof
+        request = _WSGIRequest(ap.tracker, environ, self.routes, ap.requests)
+        request.handle = handle
+        request.start_response = start_response
         try:
-            request.iterable = self.app(environ, request.start_profiled)
+            handle.correlate(environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_X_REQUEST_ID"))
+            handle.start(async_mode="disabled", measure_cpu=True)
+            try:
+                request.iterable = self.app(environ, request.start_profiled)
+            except BaseException as exc:
+                request.end_profile(type(exc))
+                raise
         except BaseException as exc:
-            request.end_profile(type(exc))
+            request.failed(exc)
+            request.iterable = ()
+            request.start_response = _closed
+            request.finish()
             raise
         return _ProfiledBody(request)
 
@@ -159,8 +179,8 @@ def _status_line(response: AdminResponse) -> str:
 
 
 class _WSGIRequest(Request):
-    """A request through the WSGI middleware: its start_response (noting the status) and its
-    response iterable, which the server closes once the body is sent: then it is finished."""
+    """A profiled request through the WSGI middleware: its start_response and its response
+    iterable (:class:`_ProfiledBody` iterates and closes it)."""
 
     __slots__ = ("error", "iterable", "start_response")
 
@@ -168,18 +188,34 @@ class _WSGIRequest(Request):
     iterable: Iterable[bytes]
     error: type[BaseException] | None
 
-    def start_noting_status(self, status: str, headers: Any, exc_info: Any = None) -> Any:
-        self.status = status
-        return self.start_response(status, headers, exc_info)
-
     def start_profiled(self, status: str, headers: Any, exc_info: Any = None) -> Any:
-        """The start_response of a profiled request: also tells its handle the response
-        starts, and names the capture in a Server-Timing header when the option is on."""
+        """The start_response of a profiled request: notes the status, tells its handle the
+        response starts, and names the capture in a Server-Timing header when the option is
+        on."""
         self.status = status
         handle = self.handle
         timing = handle.responding() if handle is not None else None
         if timing is not None:
             headers = [*headers, (SERVER_TIMING, timing)]
+        return self.start_response(status, headers, exc_info)
+
+
+class _Body:
+    """The response iterable of an unprofiled request. It is in flight from the app call until
+    the server closes it; then it leaves its event in the log (as :class:`Request` does, with
+    one Python call less per step: no object is built by a Python ``__init__``)."""
+
+    __slots__ = ("inflight", "iterable", "log", "start_response", "status")
+
+    inflight: dict[object, InFlight]
+    iterable: Iterable[bytes]
+    log: RequestLog | None
+    start_response: StartResponse
+    status: str | int
+
+    def start(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+        """The start_response the app gets: notes the status."""
+        self.status = status
         return self.start_response(status, headers, exc_info)
 
     def __iter__(self) -> Iterator[bytes]:
@@ -194,7 +230,20 @@ class _WSGIRequest(Request):
             # Released at once (a server may keep this object); a late start_response fails.
             self.iterable = ()
             self.start_response = _closed
-            self.finish()
+            entry = self.inflight.pop(self, None)  # None: closed already
+            log = self.log
+            if log is not None and entry is not None:
+                started, _, environ, resolver = entry
+                method, path, hint, extra = resolver.fields
+                log.events.append((
+                    resolver,
+                    environ.get(method, ""),
+                    environ.get(path, ""),
+                    environ.get(hint),
+                    None if extra is None else environ.get(extra),
+                    (perf_counter_ns() - started) * 1e-9,
+                    self.status,
+                ))
 
 
 def _closed(status: str, headers: Any, exc_info: Any = None) -> Any:

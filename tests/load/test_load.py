@@ -103,8 +103,12 @@ def test_load_with_captures_opening_every_cooldown(launch: Launch, tmp_path: Pat
     for capture in captures:
         manifest = json.loads((capture / f"{capture.name}_manifest.json").read_text())
         # The in-flight rule fires every cooldown; the default latency, error-rate (a fifth of
-        # the requests fail) and loop-lag rules may fire too, and then profile their routes.
-        assert manifest["trigger"]["metric"] in {"inflight", "latency", "error_rate", "loop_lag"}
+        # the requests fail) and loop-lag rules may fire too, and then profile their routes. So
+        # may RSS growth: its baseline settles in the 0.4 s before the load, and 64 clients
+        # with captures rendering can take the RSS past +50 % of it (seen once, fastapi).
+        assert manifest["trigger"]["metric"] in {
+            "inflight", "latency", "error_rate", "loop_lag", "rss_growth"
+        }
         assert {r["status"] for r in manifest["requests"]} <= {200, 500}
         wanted = manifest["profiled_routes"]
         if wanted is not None:
