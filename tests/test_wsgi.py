@@ -70,6 +70,42 @@ def test_in_flight_lasts_until_the_server_closes_the_body(make_autoprof):
     assert ap.inflight == {}
 
 
+def test_a_body_closed_twice_is_one_request_and_a_late_start_response_fails(make_autoprof):
+    ap = make_autoprof()
+    starts: list[Any] = []
+
+    def app(env: Any, start_response: Any) -> Iterable[bytes]:
+        starts.append(start_response)
+        start_response("200 OK", [])
+        return [b"x"]
+
+    _, result = call(AutoProfWSGIMiddleware(app, autoprof=ap), environ("/twice"))
+    assert b"".join(result) == b"x"
+    result.close()  # type: ignore[attr-defined]
+    result.close()  # type: ignore[attr-defined]
+    assert ap.inflight == {}
+    assert ap.requests is not None
+    assert [(e.path, e.status) for e in ap.requests.pending()] == [("/twice", "200 OK")]
+    with pytest.raises(RuntimeError, match="after the response was closed"):
+        starts[0]("500 Internal Server Error", [])
+
+
+def test_an_app_exception_is_one_failed_request_in_the_log(make_autoprof):
+    ap = make_autoprof()
+
+    def app(env: Any, start_response: Any) -> Iterable[bytes]:
+        raise ValueError("app bug")
+
+    with pytest.raises(ValueError, match="app bug"):
+        call(AutoProfWSGIMiddleware(app, autoprof=ap), environ("/boom"))
+    assert ap.inflight == {}
+    assert ap.requests is not None
+    assert [(e.path, e.status) for e in ap.requests.pending()] == [("/boom", 0)]
+    assert ap.requests.drain().errors == 1
+    (kept,) = ap.requests.recent_exceptions()
+    assert kept["path"] == "/boom"
+
+
 def test_app_exception_passes_through_unchanged(make_autoprof):
     ap = make_autoprof(requests=1)
     raised = KeyError("app bug")
