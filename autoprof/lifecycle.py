@@ -45,7 +45,8 @@ class RequestTracker:
 
     def __init__(self) -> None:
         #: Each request in flight: an object unique to the request (its :class:`Request`, the
-        #: ASGI middleware's send) and what it is (:data:`InFlight`).
+        #: ASGI middleware's send, the WSGI middleware's response iterable) and what it is
+        #: (:data:`InFlight`).
         self.inflight: dict[object, InFlight] = {}
 
     def __len__(self) -> int:
@@ -93,7 +94,7 @@ class Request:
     profiled.
     """
 
-    __slots__ = ("handle", "inflight", "log", "native", "resolver", "started", "status", "thread")
+    __slots__ = ("handle", "inflight", "log", "native", "resolver", "started", "status")
 
     status: int | str
     resolver: RouteResolver
@@ -110,10 +111,9 @@ class Request:
         self.log = log
         self.status = 0
         self.handle: ProfiledRequest | None = None
-        self.thread = thread = get_ident()
         self.started = started = perf_counter_ns()
         self.inflight = inflight = tracker.inflight
-        inflight[self] = (started, thread, native, resolver)
+        inflight[self] = (started, get_ident(), native, resolver)
 
     def failed(self, exc: BaseException) -> None:
         """An exception escaped the app: kept (rate limited) for the error-rate rule."""
