@@ -19,6 +19,7 @@ from autoprof.lifecycle import Request
 from autoprof.routes import ASGI_ROUTES
 from autoprof.secret import hide_secrets
 from autoprof.tracing import scan_headers
+from autoprof.traffic import MAX_ITEMS
 
 if TYPE_CHECKING:
     from autoprof.capture import ProfiledRequest
@@ -110,8 +111,8 @@ class AutoProfMiddleware:
             raise
         finally:
             inflight.pop(noting, None)
-            if log is not None:
-                log.events.append((
+            if log is not None and len(events := log.events) < MAX_ITEMS:
+                events.extend((
                     ASGI_ROUTES,
                     scope["method"],
                     scope["path"],

@@ -24,7 +24,7 @@ from threading import get_ident
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
-from autoprof.traffic import RequestEvent, RequestLog
+from autoprof.traffic import MAX_ITEMS, RequestEvent, RequestLog
 
 if TYPE_CHECKING:
     from autoprof.capture import ProfiledRequest
@@ -127,11 +127,11 @@ class Request:
         log."""
         self.inflight.pop(self, None)
         log = self.log
-        if log is not None:
+        if log is not None and len(events := log.events) < MAX_ITEMS:
             native = self.native
             resolver = self.resolver
             method, path, hint, extra = resolver.fields
-            log.events.append((
+            events.extend((
                 resolver,
                 native.get(method, ""),
                 native.get(path, ""),

@@ -1,7 +1,7 @@
 """Per-request figures (route, duration, status) and what the monitor makes of them per interval.
 
-The adapters append one :class:`RequestEvent` per finished request to :class:`RequestLog` (a
-deque append: the only per-request cost); the monitor thread drains it every
+The adapters add one :class:`RequestEvent` per finished request to :class:`RequestLog` (its
+fields, to the end of a list: the only per-request cost); the monitor thread drains it every
 ``collect_interval`` into a :class:`TrafficInterval`: each route's request count, p95 latency
 and 5xx count, and the share of 5xx over all requests;
 :class:`~autoprof.recent_traffic.RecentTraffic` turns the intervals into the figures the
@@ -16,17 +16,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from autoprof.errors import ErrorLog
 from autoprof.escaped import exception_entry
 from autoprof.escaped import render_exceptions as render_exceptions
 from autoprof.redact import Redactor
 from autoprof.routes import NO_ROUTE, RouteResolver, route_key
-
-if TYPE_CHECKING:
-    pass
 
 MAX_EVENTS = 100_000
 MAX_EXCEPTIONS = 20
@@ -35,14 +33,17 @@ EXCEPTIONS_PER_SECOND = 5
 
 class RequestEvent(NamedTuple):
     """One finished request, as the monitor reads it from :class:`RequestLog`: its ``resolver``
-    (:class:`~autoprof.routes.RouteResolver`) names the route from ``method``, ``path``, ``hint``
-    (what the request left about its route: ``scope["route"]``, ``environ["autoprof.route"]``)
-    and ``extra`` (the ASGI ``root_path``); ``duration`` in seconds (None: not timed, a profiler
-    slowed it); ``status`` an int or a WSGI status line, 0 if the response never started.
+    (:class:`~autoprof.routes.RouteResolver`) names the route from
+    ``method``, ``path``, ``hint`` (what the request left about its route: ``scope["route"]``,
+    ``environ["autoprof.route"]``) and ``extra`` (the ASGI ``root_path``);
+    ``duration`` in seconds (None: not timed, a profiler slowed it); ``status`` an int or a
+    WSGI status line, 0 if the response never started.
 
-    The adapters append plain tuples of these fields (:data:`EventRecord`: building one is a
-    single bytecode, cheaper than any object on the request path); :meth:`RequestLog.pending`
-    reads them back as events."""
+    The adapters extend the log with these fields (:data:`EventRecord`), one after the other:
+    the log holds no object per event, so the garbage collector has nothing of it to count
+    towards its next collection, to traverse or to promote while it waits for the monitor (a
+    tuple per event would be all three, a few thousand times a second).
+    :meth:`RequestLog.pending` reads them back as events, :meth:`RequestLog.add` adds one."""
 
     resolver: RouteResolver
     method: str
@@ -54,7 +55,14 @@ class RequestEvent(NamedTuple):
 
 
 EventRecord = tuple[RouteResolver, str, str, Any, Any, "float | None", "int | str"]
-"""A :class:`RequestEvent`'s fields as a plain tuple, in its order."""
+"""A :class:`RequestEvent`'s fields, in its order: what an adapter passes to
+``RequestLog.events.extend`` (a tuple freed at once)."""
+
+EVENT_FIELDS = 7
+"""Items one event takes in :attr:`RequestLog.events`."""
+MAX_ITEMS = MAX_EVENTS * EVENT_FIELDS
+"""The adapters add no event to a log holding this many items (the monitor has not drained
+it: :attr:`TrafficInterval.saturated`)."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +144,6 @@ class RequestLog:
 
     def __init__(
         self,
-        max_events: int = MAX_EVENTS,
         *,
         redact: Redactor | None = None,
         errors: ErrorLog | None = None,
@@ -144,7 +151,10 @@ class RequestLog:
         #: Applied to exception messages before they are kept (the ``redact`` option).
         self.redact = redact
         self.errors = errors
-        self.events: deque[EventRecord] = deque(maxlen=max_events)
+        #: Every event's fields, one after the other (:data:`EventRecord`). Each ``extend`` is
+        #: atomic and only :meth:`drain` removes items, from the front, in one ``del``: the
+        #: list always holds whole events. Adapters add none once it holds ``MAX_ITEMS``.
+        self.events: list[Any] = []
         self.exceptions: deque[dict[str, Any]] = deque(maxlen=MAX_EXCEPTIONS)
         self._exception_budget = (0.0, 0)
         self._lock = threading.Lock()
@@ -161,9 +171,13 @@ class RequestLog:
             self._exception_budget = (start, count + 1)
         self.exceptions.append(exception_entry(method, path, exc, self.redact, self.errors))
 
+    def add(self, event: RequestEvent) -> None:
+        """Append one event (the adapters append its :data:`EventRecord` themselves)."""
+        self.events.extend(event)
+
     def pending(self) -> list[RequestEvent]:
         """The events not drained yet, oldest first (a copy)."""
-        return [RequestEvent._make(record) for record in list(self.events)]
+        return [RequestEvent._make(record) for record in _records(list(self.events))]
 
     def drain(self) -> TrafficInterval:
         """Take every event appended since the last drain and add them up (monitor thread).
@@ -171,13 +185,15 @@ class RequestLog:
         Events that name the same request (resolver, method, path, hint, extra) are resolved
         once per drain: a busy route costs one dictionary lookup per request here."""
         events = self.events
-        take = events.popleft
-        batch = [take() for _ in range(len(events))]
-        interval = TrafficInterval(saturated=len(batch) >= (events.maxlen or 0))
+        taken = len(events)
+        batch = events[:taken]
+        del events[:taken]  # what was added since stays, whole
+        interval = TrafficInterval(saturated=taken >= MAX_ITEMS)
+        records = _records(batch)
         seen: dict[tuple[Any, ...], RouteFigures | None] = {}
         codes: dict[Any, int] = {}
         errors = 0
-        for resolver, method, path, hint, extra, duration, status in batch:
+        for resolver, method, path, hint, extra, duration, status in records:
             code = codes.get(status)
             if code is None:
                 code = codes[status] = status if isinstance(status, int) else _status_code(status)
@@ -195,7 +211,7 @@ class RequestLog:
                 errors += 1
             if duration is not None:
                 figures.durations.append(duration)
-        interval.requests, interval.errors = len(batch), errors
+        interval.requests, interval.errors = len(batch) // EVENT_FIELDS, errors
         return interval
 
     def recent_exceptions(self, since: float | None = None) -> list[dict[str, Any]]:
@@ -204,6 +220,12 @@ class RequestLog:
 
 
 _UNSEEN = RouteFigures()
+
+
+def _records(items: list[Any]) -> Iterator[EventRecord]:
+    """The events of a list of :attr:`RequestLog.events` items."""
+    fields = iter(items)
+    return zip(*[fields] * EVENT_FIELDS, strict=False)
 
 
 def _figures(

@@ -15,6 +15,7 @@ from autoprof.lifecycle import InFlight, Request
 from autoprof.routes import ENVIRON_ROUTES, RouteResolver
 from autoprof.secret import hide_secrets
 from autoprof.tracing import SERVER_TIMING
+from autoprof.traffic import MAX_ITEMS
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -232,10 +233,10 @@ class _Body:
             self.start_response = _closed
             entry = self.inflight.pop(self, None)  # None: closed already
             log = self.log
-            if log is not None and entry is not None:
+            if log is not None and entry is not None and len(events := log.events) < MAX_ITEMS:
                 started, _, environ, resolver = entry
                 method, path, hint, extra = resolver.fields
-                log.events.append((
+                events.extend((
                     resolver,
                     environ.get(method, ""),
                     environ.get(path, ""),

@@ -24,7 +24,7 @@ from autoprof.metrics import Sample
 from autoprof.monitor import Monitor
 from autoprof.routes import ENVIRON_ROUTES, NO_ROUTE, EnvironRoutes, RouteMatcher, template_pattern
 from autoprof.rules import RouteRules
-from autoprof.traffic import RequestEvent, RequestLog
+from autoprof.traffic import MAX_EVENTS, RequestEvent, RequestLog
 from tests.conftest import only_capture, read_file
 from tests.test_wsgi import call, environ
 
@@ -102,11 +102,11 @@ class FixedRoutes(EnvironRoutes):
 def test_drain_adds_up_each_route_and_the_error_rate() -> None:
     log = RequestLog()
     for ms in range(1, 21):  # 1..20 ms: nearest-rank p95 is 19 ms
-        log.events.append(event("/a", ms))
-    log.events.append(event("/b", 5, "503 Service Unavailable"))
-    log.events.append(event("/b", 7, 500))
-    log.events.append(event("/b", None, 200))  # profiled: counted, not timed
-    log.events.append(event("/c", 3, 0))  # the app raised before answering
+        log.add(event("/a", ms))
+    log.add(event("/b", 5, "503 Service Unavailable"))
+    log.add(event("/b", 7, 500))
+    log.add(event("/b", None, 200))  # profiled: counted, not timed
+    log.add(event("/c", 3, 0))  # the app raised before answering
     interval = log.drain()
     assert (interval.requests, interval.errors) == (24, 3)
     assert interval.error_rate == pytest.approx(12.5)
@@ -117,14 +117,77 @@ def test_drain_adds_up_each_route_and_the_error_rate() -> None:
     assert log.drain().requests == 0  # drained
 
 
+
+def test_the_log_stays_whole_while_requests_finish_during_a_drain() -> None:
+    # Threads add events while the monitor drains: every event is counted once, whole.
+    log = RequestLog()
+    stop = threading.Event()
+    added = [0] * 4
+
+    def finish(index: int) -> None:
+        while not stop.is_set():
+            log.add(event(f"/t{index}", 1.0 + index, 500 if index == 3 else 200))
+            added[index] += 1
+
+    threads = [threading.Thread(target=finish, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    counted, errors, by_route = 0, 0, {}
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        interval = log.drain()
+        counted += interval.requests
+        errors += interval.errors
+        for key, figures in interval.routes.items():
+            by_route[key] = by_route.get(key, 0) + figures.requests
+            index = int(key[-1])
+            assert set(figures.durations) <= {(1.0 + index) / 1000}
+    stop.set()
+    for thread in threads:
+        thread.join()
+    interval = log.drain()
+    counted += interval.requests
+    errors += interval.errors
+    for key, figures in interval.routes.items():
+        by_route[key] = by_route.get(key, 0) + figures.requests
+    assert counted == sum(added)
+    assert errors == added[3]
+    assert by_route == {f"GET /t{i}": added[i] for i in range(4) if added[i]}
+
+
+def ok_app(env: Any, start_response: Any) -> Iterable[bytes]:
+    start_response("200 OK", [])
+    return [b"ok"]
+
+
+def test_a_full_log_takes_no_more_events_until_drained(make_autoprof) -> None:
+    ap = make_autoprof(**QUIET)
+    log = ap.requests
+    assert log is not None
+    for _ in range(MAX_EVENTS):
+        log.add(event("/old", 1.0))
+    middleware = AutoProfWSGIMiddleware(ok_app, autoprof=ap)
+    _, body = call(middleware, environ("/new"))
+    body.close()  # type: ignore[attr-defined]
+    interval = log.drain()
+    assert interval.saturated
+    assert (interval.requests, list(interval.routes)) == (MAX_EVENTS, ["GET /old"])
+    _, body = call(middleware, environ("/new"))
+    body.close()  # type: ignore[attr-defined]
+    interval = log.drain()
+    assert not interval.saturated
+    assert (interval.requests, list(interval.routes)) == (1, ["GET /new"])
+
 def test_unmatched_requests_count_for_errors_but_are_no_route_to_judge() -> None:
     log = RequestLog()
+    unmatched, unresolved = FixedRoutes(NO_ROUTE), FixedRoutes(None)
     for _ in range(5):
-        log.events.append(RequestEvent(FixedRoutes(NO_ROUTE), "GET", "/nope", None, None, 0.5, 404))
-    log.events.append(RequestEvent(FixedRoutes(None), "GET", "/unresolved", None, None, 0.5, 500))
+        log.add(RequestEvent(unmatched, "GET", "/nope", None, None, 0.5, 404))
+    log.add(RequestEvent(unresolved, "GET", "/unresolved", None, None, 0.5, 500))
     interval = log.drain()
     assert interval.latencies(min_requests=1) == {}
     assert (interval.requests, interval.errors) == (6, 1)
+    assert list(interval.routes) == ["GET <no route>"]
 
 
 def test_exceptions_are_kept_a_few_per_second() -> None:

@@ -31,7 +31,7 @@ def interval_of(*requests: tuple[str, float, int]) -> TrafficInterval:
     """An interval's traffic from (path, ms, status) requests, as the monitor drains it."""
     log = RequestLog()
     for path, ms, status in requests:
-        log.events.append(RequestEvent(ENVIRON_ROUTES, "GET", path, None, None, ms / 1000, status))
+        log.add(RequestEvent(ENVIRON_ROUTES, "GET", path, None, None, ms / 1000, status))
     return log.drain()
 
 
@@ -215,7 +215,7 @@ def test_default_rules_stay_silent_under_steady_jittery_traffic(make_autoprof: A
                 ms = median * rng.lognormvariate(0, 0.35)
                 if rng.random() < 0.01:
                     ms *= 3  # a GC pause, a cold cache
-                log.events.append(
+                log.add(
                     RequestEvent(ENVIRON_ROUTES, "GET", path, None, None, ms / 1000, 200)
                 )
         monitor.observe(sample(n * 10.0), log.drain())
