@@ -135,6 +135,25 @@ def test_a_capture_left_waiting_is_uploaded_by_the_next_controller(tmp_path: Pat
         sink = first.snapshot().sink
         assert sink is not None
         assert sink.failed_attempts >= 1
+        assert sink.failing
+        assert sink.next_retry_in is not None  # waiting to retry
+        uploader = first.runtime.outbox.uploader
+        assert uploader is not None
+        attempting, release = threading.Event(), threading.Event()
+        send = uploader.target.send
+
+        def slow_send(*args: Any) -> Any:  # the next attempt hangs, as on a dead endpoint
+            attempting.set()
+            release.wait(10)
+            return send(*args)
+
+        uploader.target.send = slow_send  # type: ignore[method-assign]
+        assert attempting.wait(10)
+        sink = first.snapshot().sink
+        assert sink is not None
+        assert sink.next_retry_in is None  # retrying now: still failing, not "ok"
+        assert sink.failing
+        release.set()
     finally:
         first.stop(timeout=1.0)
     assert (tmp_path / "dumps" / ".uploads" / capture_id).exists()

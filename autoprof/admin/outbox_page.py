@@ -13,7 +13,7 @@ def outbox_section(status: Status) -> str:
     out = ""
     sink = status.sink
     if sink is not None:
-        state = ('<span class="bad">failing</span>' if sink.next_retry_in is not None
+        state = ('<span class="bad">failing</span>' if sink.failing
                  else '<span class="ok">ok</span>')
         rows = [
             ("sink", f"<code>{escape(sink.url)}</code> ({state})"),

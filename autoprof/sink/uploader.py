@@ -70,6 +70,8 @@ class SinkStatus:
     last_upload_at: float | None
     next_retry_in: float | None
     thread_alive: bool
+    failing: bool = False
+    """The last attempt failed and none has succeeded since (also while retrying)."""
 
 
 class Uploader:
@@ -185,6 +187,7 @@ class Uploader:
             last_upload_at=self.last_upload_at,
             next_retry_in=max(0.0, retry_at - time.monotonic()) if retry_at is not None else None,
             thread_alive=thread is not None and thread.is_alive(),
+            failing=self._failures > 0,
         )
 
     def _ensure_thread(self) -> None:
@@ -219,7 +222,6 @@ class Uploader:
                     self._failures = 0
                     self._retry_at = None
                     continue
-                self._failures += 1
                 delay = min(self.retry_max, FIRST_RETRY * 2 ** (self._failures - 1))
                 delay *= random.uniform(0.8, 1.0)
                 self._retry_at = time.monotonic() + delay
@@ -266,6 +268,7 @@ class Uploader:
             done = self._upload(store, info)
             pending.done(claim)
         except Exception as exc:
+            self._failures += 1  # before the count: a status that sees it sees this too
             self.failed_attempts += 1
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             self.last_error_at = time.time()
