@@ -97,7 +97,9 @@ def test_memory_rule_opens_capture_and_heap_report_names_allocating_line(make_au
 
 
 def test_someone_elses_tracemalloc_keeps_running(make_autoprof):
-    ap = make_autoprof(mem_rule=Rule(min=0, diff=None, abs=5), window=1, requests=1)
+    # No census: a gc walk of this whole test process under tracing takes tens of seconds.
+    ap = make_autoprof(mem_rule=Rule(min=0, diff=None, abs=5), window=1, requests=1,
+                       heap_census=False)
     app = AutoProfWSGIMiddleware(alloc_app, autoprof=ap)
     tracemalloc.start(3)
     try:

@@ -104,7 +104,8 @@ def test_tracemalloc_unavailable(make_autoprof, monkeypatch):
 
 
 def test_tracemalloc_already_started_by_someone_else_is_shared(make_autoprof):
-    ap = make_autoprof(mem_rule=Rule(0, None, 10), window=2, requests=1)
+    # No census: a gc walk of this whole test process under tracing takes tens of seconds.
+    ap = make_autoprof(mem_rule=Rule(0, None, 10), window=2, requests=1, heap_census=False)
     app = AutoProfWSGIMiddleware(hello_app, autoprof=ap)
     tracemalloc.start(2)
     try:
