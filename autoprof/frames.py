@@ -193,15 +193,16 @@ def frame_identifier(frame: FrameType) -> str:
     references to shared strings, not copies.
     """
     code = frame.f_code
-    key = (code, frame.f_lineno or 0)
+    # By instruction, not line: f_lasti is read as it is, f_lineno decodes the line table.
+    key = (code, frame.f_lasti)
     found = _IDENTIFIERS.get(key)
     if found is None:
         if len(_IDENTIFIERS) >= _IDENTIFIERS_MAX:
             _IDENTIFIERS.clear()
         name = getattr(code, "co_qualname", code.co_name)
-        found = (
+        found = sys.intern(  # one string per line, whichever instruction found it
             f"{frame_text(name)}\x00{frame_text(code.co_filename)}"
-            f"\x00{code.co_firstlineno}\x01l{key[1]}"
+            f"\x00{code.co_firstlineno}\x01l{frame.f_lineno or 0}"
         )
         _IDENTIFIERS[key] = found
     return found
@@ -210,8 +211,9 @@ def frame_identifier(frame: FrameType) -> str:
 def call_stack(frame: FrameType | None, root: str, *, limit: int) -> list[str]:
     """Identifiers from the thread root to ``frame`` (outermost first), at most ``limit``."""
     stack: list[str] = []
+    known = _IDENTIFIERS.get  # frame_identifier's lookup inline: a call less per frame
     while frame is not None and len(stack) < limit:
-        stack.append(frame_identifier(frame))
+        stack.append(known((frame.f_code, frame.f_lasti)) or frame_identifier(frame))
         frame = frame.f_back
     stack.append(root)
     stack.reverse()
