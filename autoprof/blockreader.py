@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 from autoprof import stacks
 from autoprof.frames import (
     UNKNOWN_THREAD,
+    FrameDict,
     call_stack,
     frames_held,
     stack_dicts,
@@ -19,7 +20,7 @@ from autoprof.frames import (
     thread_names,
     thread_root,
 )
-from autoprof.loopblock import BlockEvent
+from autoprof.loopblock import BlockEvent, idle_identifier, idle_stack
 
 if TYPE_CHECKING:
     from autoprof.loopwatch import LoopWatchdog, _Ping
@@ -74,6 +75,7 @@ class BlockReader:
         if len(event.samples) >= self.watchdog.max_samples:
             event.truncated = True
             return
+        first: tuple[list[FrameDict], dict[str, str] | None] | None = None
         with frames_held:
             if frame is None:
                 frame = sys._current_frames().get(self.loop_thread)
@@ -84,11 +86,18 @@ class BlockReader:
             except Exception as exc:
                 self.watchdog._fail(exc)
                 return
+            if idle_stack(event.stack) and not idle_identifier(stack[-1]):
+                # First seen waiting in its selector (the loop thread not scheduled: a busy
+                # host, a throttled container), running code now: this is what blocks it.
+                first = (self._guard(lambda: _frame_dicts(frame, limit=STACK_LIMIT), []),
+                         self._guard(self._running_task, None))
         now = time.perf_counter()
         if ping.received is not None:
             return  # the loop moved on while we read: the sample may show it idle
         with self.watchdog._lock:
             event.samples.append((stack, now - self._last_sample))
+            if first is not None and first[0]:
+                event.stack, event.task = first
         self._last_sample = now
 
     def update(self, event: BlockEvent, ping: _Ping) -> None:

@@ -57,13 +57,7 @@ class BlockEvent:
         its selector, running no callback: the callback was late because the process was not
         scheduled (a busy host, a CPU-throttled container), not because code blocked the loop.
         False when the stack is unknown."""
-        if not self.stack:
-            return False
-        innermost = [(self.stack[-1]["function"], self.stack[-1]["filename"])]
-        for stack, _ in self.samples:
-            name, filename = stack[-1].split("\x00")[:2]
-            innermost.append((name.rsplit(".", 1)[-1], filename))
-        return all(_waiting_for_io(function, filename) for function, filename in innermost)
+        return idle_stack(self.stack) and all(idle_identifier(s[-1]) for s, _ in self.samples)
 
     def session(self, description: str) -> Session | None:
         """The samples as a pyinstrument Session (None without samples)."""
@@ -155,3 +149,14 @@ _IDLE_FRAMES = {
 
 def _waiting_for_io(function: str, filename: str) -> bool:
     return function in _IDLE_FRAMES.get(filename.replace("\\", "/").rsplit("/", 1)[-1], ())
+
+
+def idle_stack(stack: list[FrameDict]) -> bool:
+    """Whether a stack (outermost first) ends in the loop's wait for I/O; False if empty."""
+    return bool(stack) and _waiting_for_io(stack[-1]["function"], stack[-1]["filename"])
+
+
+def idle_identifier(identifier: str) -> bool:
+    """Whether a pyinstrument frame identifier is the loop's wait for I/O."""
+    name, filename = identifier.split("\x00")[:2]
+    return _waiting_for_io(name.rsplit(".", 1)[-1], filename)

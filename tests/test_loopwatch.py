@@ -15,7 +15,8 @@ import autoprof.blockreader
 import autoprof.loopwatch
 import autoprof.stacks
 from autoprof.alarm import Alarm
-from autoprof.loopwatch import BlockEvent, LoopWatchdog
+from autoprof.blockreader import BlockReader
+from autoprof.loopwatch import BlockEvent, LoopWatchdog, _Ping
 from autoprof.render import render_session
 
 pytestmark = pytest.mark.timeout(30)
@@ -216,6 +217,34 @@ def test_healthy_loop_small_lag_no_event(
     assert wd.lag == info["lag"]
     assert wd.last_event is None
 
+
+
+def test_a_block_that_starts_after_an_idle_detection_gets_its_own_stack(
+    app_loop: LoopThread, watch: Callable[..., LoopWatchdog]
+) -> None:
+    # A ping late because the loop thread was not scheduled is detected with the loop waiting
+    # in its selector; if code then blocks the loop, the event names that code.
+    wd = watch(record_after=60.0)  # the watchdog itself stays out of the way
+    reader = BlockReader(wd)
+    ping = _Ping()
+    event = reader.detect(ping, 1)
+    assert event.stack
+    assert event.loop_idle
+    entered, release = threading.Event(), threading.Event()
+    future = app_loop.submit(held_handler(entered, release))
+    try:
+        assert entered.wait(TIMEOUT)
+        reader.sample(event, ping)
+    finally:
+        release.set()
+    future.result(TIMEOUT)
+    names = functions(event)
+    assert names.index("held_handler") + 1 == names.index("held_blocking_call")
+    assert event.task is not None
+    assert "held_handler" in event.task["coro"]
+    assert not event.loop_idle
+    reader.sample(event, ping)  # idle again: the block's stack stays
+    assert "held_blocking_call" in functions(event)
 
 def test_detected_while_still_blocked_with_one_ping_outstanding(
     app_loop: LoopThread, watch: Callable[..., LoopWatchdog]
