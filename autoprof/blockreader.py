@@ -75,7 +75,7 @@ class BlockReader:
         if len(event.samples) >= self.watchdog.max_samples:
             event.truncated = True
             return
-        first: tuple[list[FrameDict], dict[str, str] | None] | None = None
+        blocker: tuple[list[FrameDict], dict[str, str] | None] | None = None
         with frames_held:
             if frame is None:
                 frame = sys._current_frames().get(self.loop_thread)
@@ -89,15 +89,15 @@ class BlockReader:
             if idle_stack(event.stack) and not idle_identifier(stack[-1]):
                 # First seen waiting in its selector (the loop thread not scheduled: a busy
                 # host, a throttled container), running code now: this is what blocks it.
-                first = (self._guard(lambda: _frame_dicts(frame, limit=STACK_LIMIT), []),
-                         self._guard(self._running_task, None))
+                blocker = (self._guard(lambda: _frame_dicts(frame, limit=STACK_LIMIT), []),
+                           self._guard(self._running_task, None))
         now = time.perf_counter()
         if ping.received is not None:
             return  # the loop moved on while we read: the sample may show it idle
         with self.watchdog._lock:
             event.samples.append((stack, now - self._last_sample))
-            if first is not None and first[0]:
-                event.stack, event.task = first
+            if blocker is not None and blocker[0]:
+                event.stack, event.task = blocker
         self._last_sample = now
 
     def update(self, event: BlockEvent, ping: _Ping) -> None:

@@ -33,11 +33,10 @@ EXCEPTIONS_PER_SECOND = 5
 
 class RequestEvent(NamedTuple):
     """One finished request, as the monitor reads it from :class:`RequestLog`: its ``resolver``
-    (:class:`~autoprof.routes.RouteResolver`) names the route from
-    ``method``, ``path``, ``hint`` (what the request left about its route: ``scope["route"]``,
-    ``environ["autoprof.route"]``) and ``extra`` (the ASGI ``root_path``);
-    ``duration`` in seconds (None: not timed, a profiler slowed it); ``status`` an int or a
-    WSGI status line, 0 if the response never started.
+    (:class:`~autoprof.routes.RouteResolver`) names the route from ``method``, ``path``, ``hint``
+    (what the request left about its route: ``scope["route"]``, ``environ["autoprof.route"]``)
+    and ``extra`` (the ASGI ``root_path``); ``duration`` in seconds (None: not timed, a profiler
+    slowed it); ``status`` an int or a WSGI status line, 0 if the response never started.
 
     The adapters extend the log with these fields (:data:`EventRecord`), one after the other:
     the log holds no object per event, so the garbage collector has nothing of it to count
@@ -172,7 +171,7 @@ class RequestLog:
         self.exceptions.append(exception_entry(method, path, exc, self.redact, self.errors))
 
     def add(self, event: RequestEvent) -> None:
-        """Append one event (the adapters append its :data:`EventRecord` themselves)."""
+        """Add one event (the adapters extend :attr:`events` with its fields themselves)."""
         self.events.extend(event)
 
     def pending(self) -> list[RequestEvent]:
