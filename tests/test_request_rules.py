@@ -117,7 +117,6 @@ def test_drain_adds_up_each_route_and_the_error_rate() -> None:
     assert log.drain().requests == 0  # drained
 
 
-
 def test_the_log_stays_whole_while_requests_finish_during_a_drain() -> None:
     # Threads add events while the monitor drains: every event is counted once, whole.
     log = RequestLog()
@@ -177,6 +176,7 @@ def test_a_full_log_takes_no_more_events_until_drained(make_autoprof) -> None:
     interval = log.drain()
     assert not interval.saturated
     assert (interval.requests, list(interval.routes)) == (1, ["GET /new"])
+
 
 def test_unmatched_requests_count_for_errors_but_are_no_route_to_judge() -> None:
     log = RequestLog()
