@@ -154,6 +154,9 @@ class FlaskRoutes(EnvironRoutes):
         self._cache[(method, path)] = found
         return found
 
+    def names(self, hint: Any) -> bool:
+        return False  # matched from the path
+
 
 class _FlaskMiddleware(AutoProfWSGIMiddleware):
     """Admin paths go to the app (its Blueprint serves them), not profiled nor counted in

@@ -69,6 +69,11 @@ class RouteResolver(Protocol):
         told; frameworks without templates name a route by its path."""
         ...
 
+    def names(self, hint: Any) -> bool:
+        """Whether :meth:`resolve` names the route from this hint (and the method and extra)
+        whatever the path: the monitor then groups requests by hint, not by path."""
+        ...
+
 
 class ASGIRoutes:
     """Routes of ASGI scopes: Starlette and FastAPI leave the matched route in
@@ -93,6 +98,9 @@ class ASGIRoutes:
             return extra + template if isinstance(extra, str) else template
         return path
 
+    def names(self, hint: Any) -> bool:
+        return isinstance(getattr(hint, "path", None), str)
+
 
 class EnvironRoutes:
     """Routes of WSGI environs: what the app left under ``environ["autoprof.route"]``, Flask's
@@ -112,6 +120,9 @@ class EnvironRoutes:
 
     def resolve(self, method: str, path: str, hint: Any, extra: Any) -> str | None:
         return hint if isinstance(hint, str) else path
+
+    def names(self, hint: Any) -> bool:
+        return isinstance(hint, str)
 
 
 ASGI_ROUTES = ASGIRoutes()

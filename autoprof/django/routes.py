@@ -104,5 +104,8 @@ class DjangoRoutes:
         route = getattr(hint, "route", None)
         return template(route) if isinstance(route, str) else path
 
+    def names(self, hint: Any) -> bool:
+        return hint is None or isinstance(getattr(hint, "route", None), str)
+
 
 DJANGO_ROUTES = DjangoRoutes()
