@@ -36,6 +36,12 @@ CAPTURE_OPTIONS: dict[str, Any] = {
 """A capture that stays open for the whole measurement and renders nothing: what is measured is
 the request path; rendering runs on autoprof's writer thread for N (5) requests per capture."""
 
+IN_PROCESS_INTERVAL = 3600.0
+"""``collect_interval`` of in-process controllers: the bench does their monitor's per-request work
+itself, after each batch (:meth:`Built.monitor_share`)."""
+OPENING_SECONDS = 0.05
+"""Wall time left after a capture opens before its batch starts (its sampler's first passes)."""
+
 RECORDER_OPTIONS: dict[str, Any] = {"flight_recorder": 30.0}
 """The flight recorder as it runs by default: the last 30 s of every thread's stacks, at most
 every 0.1 s and within 0.5 % of a core. The other in-process configurations turn it off, so that
@@ -192,6 +198,22 @@ class Built:
     def capturing(self) -> bool:
         return self.config in (UNPROFILED, PROFILED)
 
+    def monitor_share(self) -> float:
+        """Do the monitor's work on the requests logged since the last call (drain the log and
+        add the interval to the request rules' figures) here, and return its CPU seconds.
+
+        In-process controllers collect once an hour, so their monitor thread never drains:
+        each configuration is charged for its own requests, wherever the batch falls."""
+        ap = self.autoprof
+        if ap is None or ap.requests is None:
+            return 0.0
+        start = time.thread_time()
+        traffic = ap.requests.drain()
+        monitor = ap.monitor
+        if monitor is not None:
+            monitor.recent.add(traffic, time.monotonic())
+        return time.thread_time() - start
+
     def open_capture(self) -> None:
         """Open a capture that profiles every request (capture-profiled) or that has its only
         slot taken by a request held open (capture-unprofiled), as during a real capture."""
@@ -205,6 +227,9 @@ class Built:
             if handle is None:
                 raise RuntimeError("could not take the capture's slot")
             self._held.append(handle)
+        # The capture's first sampler passes make every thread's frame objects (a few ms, once
+        # per capture): let them pass, so that a batch measures the requests of an open capture.
+        time.sleep(OPENING_SECONDS)
 
     def close_capture(self, timeout: float = 30.0) -> None:
         """Close the capture opened by :meth:`open_capture` and wait for its dump."""
@@ -241,7 +266,9 @@ def make_autoprof(config: Config, dump_dir: str | None, *, from_env: bool = Fals
         options.update(latency_rule=None, error_rate_rule=None)
     if config in (UNPROFILED, PROFILED):
         options.update(CAPTURE_OPTIONS, requests=1 if config is UNPROFILED else 10**9)
-    return AutoProf.from_env(**options) if from_env else AutoProf(**options)
+    if from_env:
+        return AutoProf.from_env(**options)
+    return AutoProf(collect_interval=IN_PROCESS_INTERVAL, **options)
 
 
 # -- ASGI ------------------------------------------------------------------------------------

@@ -14,6 +14,14 @@ in production, so its passes (10 a second) fall anywhere in any configuration's 
 clock is read around every batch and charged to its own configuration only: it is taken out of
 the others' times. Its indirect effects (on caches, the GIL, the garbage collector) fall on every
 configuration alike. Each app's configurations are stopped once it has been measured.
+
+The monitor's work on each logged request (draining the log, the request rules' figures) runs
+on its own thread once per ``collect_interval``, so it would fall on whichever batch is running
+then (and a log that fills up between drains stops taking requests). So in-process controllers
+collect once an hour, and after each batch the harness does that work itself and adds its CPU
+time to the batch's. A capture-open batch starts once the capture's sampler has made its first
+passes (:data:`bench.apps.OPENING_SECONDS`): it measures requests while a capture is open; the
+opening itself (about 2 ms of CPU once per capture) is not a per-request cost.
 """
 
 from __future__ import annotations
@@ -182,6 +190,7 @@ class Subject:
             recorders0 = _recorders_cpu()
             seconds = self.driver.batch(self.batch_size)
             recorders = _recorders_cpu() - recorders0
+            seconds += built.monitor_share()
         finally:
             built.close_capture()
         if self.config is RECORDER:
@@ -198,7 +207,8 @@ def _size_batch(subject: Subject, params: Params) -> None:
         subject.driver.check()
         probe = max(params.inproc_min_batch, 20)
         subject.driver.batch(probe)
-        per = subject.driver.batch(probe) / probe
+        subject.driver.built.monitor_share()
+        per = (subject.driver.batch(probe) + subject.driver.built.monitor_share()) / probe
     finally:
         subject.driver.built.close_capture()
     wanted = int(params.inproc_batch_seconds / max(per, 1e-9))
