@@ -3,7 +3,8 @@
 For each server, one process per configuration is started at once (each with its own dump
 directory; captures are opened at start-up and stay open), each gets a warm-up run, then every
 round runs one load of fixed duration and concurrency against each, in alternating order; the
-rounds come in blocks, each with fresh server processes. A configuration is compared with the
+rounds come in blocks, each with fresh server processes, measured once autoprof in them has
+taken its first sample (:data:`SETTLE_SECONDS`). A configuration is compared with the
 bare server of the same round; figures are medians over rounds. One server process (one
 uvicorn process, one gunicorn sync worker) leaves the second core to the load generator.
 
@@ -26,12 +27,14 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from autoprof.config import Settings
 from bench.apps import BARE, HTTP_CONFIGS, PROFILED, UNPROFILED
 from bench.common import Params, median, progress, rounds_order, version_of
 from bench.loadgen import LoadResult, run_python, run_wrk, wrk_path
@@ -43,6 +46,12 @@ from bench.servers import (
     servers,
     uvicorn_command,
 )
+
+SETTLE_SECONDS = Settings().collect_interval + 1.0
+"""Seconds from a block's last warm-up until its rounds start: autoprof's monitor starts at a
+server's first request and takes its first sample one ``collect_interval`` later (importing
+what it uses, a first psutil reading: about 20 ms of CPU once per process, measured by a
+script). That start-up is not a per-request cost, so no round measures it."""
 
 Load = Callable[[str, float], LoadResult]
 CAPTURING = (UNPROFILED.key, PROFILED.key)
@@ -166,7 +175,10 @@ def _measure(name: str, factory: str, command: Callable[[str, int], list[str]],
                 if split is not None:
                     os.sched_setaffinity(0, split[1])  # the load generator's
                 for key in keys:
+                    last = time.monotonic()
                     load(running[key].url, params.http_warmup_seconds)
+                if params.mode != "quick":  # past autoprof's start-up: its first sample is taken
+                    time.sleep(max(0.0, last + SETTLE_SECONDS - time.monotonic()))
                 opened = {key: captures_in(dumps[key]) for key in keys}
                 first = params.http_rounds * block // blocks
                 for round_index in range(first, params.http_rounds * (block + 1) // blocks):
