@@ -71,7 +71,8 @@ class RouteResolver(Protocol):
 
     def names(self, hint: Any) -> bool:
         """Whether :meth:`resolve` names the route from this hint (and the method and extra)
-        whatever the path: the monitor then groups requests by hint, not by path."""
+        whatever the path: the monitor then groups requests by hint, not by path (equal hints,
+        or the same object if hints are unhashable, must then name the same route)."""
         ...
 
 
