@@ -205,6 +205,8 @@ def test_finished_requests_reach_the_request_rules_with_their_pattern(tmp_path: 
         assert client.get("/boom/").status_code == 500
         log = get_autoprof().requests
         assert log is not None
+        # The log keeps each pattern's route string, no ResolverMatch (its args, its view).
+        assert [e.hint for e in log.pending()] == ["items/<int:pk>/"] * 2 + [None, "boom/"]
         interval = log.drain()
     assert interval.requests == 4
     assert interval.errors == 1

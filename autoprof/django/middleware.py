@@ -15,7 +15,7 @@ from autoprof.admin import AdminApp
 from autoprof.admin.http import SECURITY_HEADER_NAMES, security_headers
 from autoprof.controller import AutoProf
 from autoprof.django.conf import configure, get_autoprof
-from autoprof.django.routes import DJANGO_ROUTES, MATCH_KEY
+from autoprof.django.routes import DJANGO_ROUTES, MATCH_KEY, route_hint
 from autoprof.lifecycle import Request
 from autoprof.tracing import SERVER_TIMING
 
@@ -172,7 +172,7 @@ def _profiled_response(request: Any, tracked: Request, response: Any) -> Any:
     """Note a profiled request's response; its profile ends now, or once a streamed body
     is closed."""
     tracked.status = response.status_code
-    request.META[MATCH_KEY] = request.resolver_match
+    request.META[MATCH_KEY] = route_hint(request.resolver_match)
     handle = tracked.handle
     timing = handle.responding() if handle is not None else None
     if timing is not None:
@@ -200,7 +200,7 @@ def _finished(request: Any, tracked: Request, response: Any) -> Any:
     """Note an unprofiled request's response; it finishes now, or once a streamed body is
     closed."""
     tracked.status = response.status_code
-    request.META[MATCH_KEY] = request.resolver_match
+    request.META[MATCH_KEY] = route_hint(request.resolver_match)
     if response.streaming:
         return _finish_on_close(response, tracked.finish)
     tracked.finish()

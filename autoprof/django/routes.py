@@ -18,8 +18,19 @@ from typing import Any
 from autoprof.routes import NO_ROUTE
 
 MATCH_KEY = "autoprof.django.match"
-"""``request.META`` key where the middleware leaves ``request.resolver_match`` once the
-response is back (None: no URL pattern matched)."""
+"""``request.META`` key where the middleware leaves the route of ``request.resolver_match``
+once the response is back (:func:`route_hint`; None: no URL pattern matched)."""
+
+
+def route_hint(match: Any) -> Any:
+    """What a finished request leaves about its route: the matched pattern's ``route`` (one
+    string per pattern, so the monitor groups requests by it and the log keeps no
+    ``ResolverMatch``), None if nothing matched, else the match itself."""
+    if match is None:
+        return None
+    route = getattr(match, "route", None)
+    return route if isinstance(route, str) else match
+
 
 _NAMED_GROUP = re.compile(r"\(\?P<([A-Za-z_]\w*)>")
 _REGEX_SYNTAX = re.compile(r"[\\^$.|?*+()\[\]{}]")
@@ -95,17 +106,23 @@ class DjangoRoutes:
         return native.get("REQUEST_METHOD", ""), native.get("PATH_INFO", "")
 
     def routed(self, native: Any) -> str | None:
-        route = getattr(native.get(MATCH_KEY), "route", None)
-        return template(route) if isinstance(route, str) else None
+        route = _route(native.get(MATCH_KEY))
+        return template(route) if route is not None else None
 
     def resolve(self, method: str, path: str, hint: Any, extra: Any) -> str | None:
         if hint is None:
             return NO_ROUTE
-        route = getattr(hint, "route", None)
-        return template(route) if isinstance(route, str) else path
+        route = _route(hint)
+        return template(route) if route is not None else path
 
     def names(self, hint: Any) -> bool:
-        return hint is None or isinstance(getattr(hint, "route", None), str)
+        return hint is None or _route(hint) is not None
+
+
+def _route(hint: Any) -> str | None:
+    """The pattern a hint names: the string :func:`route_hint` left, or a match's ``route``."""
+    route = hint if isinstance(hint, str) else getattr(hint, "route", None)
+    return route if isinstance(route, str) else None
 
 
 DJANGO_ROUTES = DjangoRoutes()
