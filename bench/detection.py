@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import threading
 import time
@@ -132,14 +133,25 @@ class Leak(Traffic):
 
 
 def _captures(dump_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    found = []
-    for manifest in sorted(dump_dir.glob("*/*_manifest.json")):
-        if manifest.parent.name.startswith("."):
-            continue  # pathlib's * matches the hidden staging directories too
+    # Not dump_dir.glob("*/..."): pathlib's * lists the hidden staging directories too, and
+    # scanning one that autoprof renames meanwhile raised FileNotFoundError (a bench run
+    # failed on it, 2026-12-02 17:46).
+    found: list[tuple[Path, dict[str, Any]]] = []
+    try:
+        captures = sorted(e.path for e in os.scandir(dump_dir)
+                          if not e.name.startswith(".") and e.is_dir())
+    except OSError:
+        return found
+    for capture in captures:
         try:
-            found.append((manifest, json.loads(manifest.read_text(encoding="utf-8"))))
-        except (OSError, ValueError):
+            manifests = sorted(Path(capture).glob("*_manifest.json"))
+        except OSError:
             continue
+        for manifest in manifests:
+            try:
+                found.append((manifest, json.loads(manifest.read_text(encoding="utf-8"))))
+            except (OSError, ValueError):
+                continue
     return found
 
 
