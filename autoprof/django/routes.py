@@ -26,10 +26,8 @@ def route_hint(match: Any) -> Any:
     """What a finished request leaves about its route: the matched pattern's ``route`` (one
     string per pattern, so the monitor groups requests by it and the log keeps no
     ``ResolverMatch``), None if nothing matched, else the match itself."""
-    if match is None:
-        return None
-    route = getattr(match, "route", None)
-    return route if isinstance(route, str) else match
+    route = _route(match)
+    return match if route is None else route
 
 
 _NAMED_GROUP = re.compile(r"\(\?P<([A-Za-z_]\w*)>")
